@@ -1,0 +1,117 @@
+"""The whole network: hyper-network encoder, per-quality gains and priors, token network, ANR.
+
+One variable-rate model serves every quality level: quality q multiplies the latent by a
+learned per-channel gain before rounding (a finer or coarser quantiser) and divides it
+out after, and has its own factorized prior, so the entropy model fits that quality's
+symbols exactly. Training draws a quality per sample with its own lambda.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import torch
+from compressai.entropy_models import EntropyBottleneck
+from torch import nn
+
+from .anr import ANRDecoder
+from .encoder import STRIDE, HyperEncoder
+from .tokens import TokenNetwork
+
+DEFAULT_LAMBDAS = (0.0018, 0.0035, 0.0067, 0.013, 0.025, 0.05, 0.1)
+
+
+@dataclass
+class ModelConfig:
+    latent_channels: int = 128
+    enc_width: int = 192
+    enc_depth: int = 2
+    dec_width: int = 192
+    dec_depth: int = 2
+    token_dim: int = 64
+    mlp_hidden: int = 128
+    heads: int = 4
+    n_freqs: int = 6
+    max_freq: float = 32.0
+    threshold: float = 0.01
+    lambdas: tuple = field(default_factory=lambda: DEFAULT_LAMBDAS)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["lambdas"] = list(self.lambdas)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelConfig":
+        known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
+        if "lambdas" in known:
+            known["lambdas"] = tuple(float(x) for x in known["lambdas"])
+        return cls(**known)
+
+
+class AnrModel(nn.Module):
+    def __init__(self, config: ModelConfig | None = None):
+        super().__init__()
+        self.config = c = config or ModelConfig()
+        self.encoder = HyperEncoder(c.latent_channels, c.enc_width, c.enc_depth, c.heads)
+        self.token_net = TokenNetwork(c.latent_channels, c.dec_width, c.dec_depth, c.heads, c.token_dim)
+        self.anr = ANRDecoder(c.token_dim, c.heads, c.mlp_hidden, c.n_freqs, c.max_freq, c.threshold)
+        nq = len(c.lambdas)
+        # Gains start at sqrt(lambda / lambda_max): the quantiser step that balances
+        # distortion against rate scales like 1/sqrt(lambda).
+        init = torch.tensor([0.5 * math.log(l / max(c.lambdas)) for l in c.lambdas])
+        self.log_gain = nn.Parameter(init[:, None].repeat(1, c.latent_channels))
+        self.priors = nn.ModuleList(EntropyBottleneck(c.latent_channels) for _ in range(nq))
+
+    @property
+    def n_qualities(self) -> int:
+        return len(self.config.lambdas)
+
+    def gain(self, qi: torch.Tensor | int) -> torch.Tensor:
+        """Per-channel gain for quality index/indices (0-based) -> (C,) or (B, C, 1, 1)."""
+        g = self.log_gain[qi].exp()
+        return g if g.dim() == 1 else g[:, :, None, None]
+
+    def analysis(self, x: torch.Tensor, qi: int) -> torch.Tensor:
+        """Scaled latent for one quality; rounding it (around the prior's medians) gives symbols."""
+        return self.encoder(x) * self.gain(qi)[None, :, None, None]
+
+    def medians(self, qi: int) -> torch.Tensor:
+        return self.priors[qi].quantiles[:, 0, 1].detach()
+
+    def tokens(self, y_hat_scaled: torch.Tensor, qi: int) -> torch.Tensor:
+        return self.token_net(y_hat_scaled / self.gain(qi)[None, :, None, None])
+
+    # -- training ------------------------------------------------------------------
+    def forward_train(self, x: torch.Tensor, qi: torch.Tensor):
+        """x (B, 3, H, W) multiples of 16; qi (B,) quality indices.
+
+        Returns (tokens, bits per sample). The rate uses additive noise (a smooth proxy)
+        while the decoder sees hard-rounded latents through a straight-through estimator,
+        so training matches what the decoder receives at test time.
+        """
+        y = self.encoder(x) * self.gain(qi)
+        bits = x.new_zeros(x.shape[0])
+        y_hat = torch.empty_like(y)
+        for q in qi.unique().tolist():
+            sel = (qi == q).nonzero().squeeze(1)
+            ys = y[sel]
+            _, lik = self.priors[q](ys, training=True)
+            bits = bits.index_put((sel,), -torch.log2(lik).flatten(1).sum(1))
+            m = self.medians(q)[None, :, None, None]
+            y_hat[sel] = ys + (torch.round(ys - m) + m - ys).detach()
+        tokens = self.token_net(y_hat / self.gain(qi))
+        return tokens, bits
+
+    def aux_loss(self) -> torch.Tensor:
+        return sum(p.loss() for p in self.priors)
+
+
+def pad_to_multiple(x: torch.Tensor, m: int = STRIDE) -> torch.Tensor:
+    """Replicate-pad (B, C, H, W) on the bottom/right to multiples of m (edges cost few bits)."""
+    h, w = x.shape[-2:]
+    ph, pw = (-h) % m, (-w) % m
+    if ph == 0 and pw == 0:
+        return x
+    return torch.nn.functional.pad(x, (0, pw, 0, ph), mode="replicate")

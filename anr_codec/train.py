@@ -1,0 +1,255 @@
+"""Rate-distortion training of the variable-rate ANR codec.
+
+    python -m anr_codec.train --data ../shared/data/train --out runs/main --steps 100000
+
+Resumable (re-run the same command; `--init pretrained/anr.pt` starts from shipped
+weights instead of from scratch), multi-process with `torchrun --nproc_per_node N`
+(DistributedDataParallel; gloo on CPU, nccl on CUDA), mixed precision on CUDA.
+
+Each sample draws a quality q with its own lambda: loss = lambda_q * 255^2 * MSE + bpp.
+A fraction of the batches trains super-resolution: the encoder sees a crop downscaled by
+a factor in [1, 4] and the decoder is supervised at random full-resolution points, with
+the paper's variational (jittered) coordinates.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from .data import CropSampler, build_cache, downscale
+from .model import AnrModel, ModelConfig
+
+
+class RDLoss(nn.Module):
+    """Wraps the model so DistributedDataParallel sees one forward() for a whole batch."""
+
+    def __init__(self, model: AnrModel):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x, qi, points=None):
+        lam = torch.tensor(self.model.config.lambdas, device=x.device)[qi]
+        tokens, bits = self.model.forward_train(x, qi)
+        n_px = x.shape[-2] * x.shape[-1]
+        if points is None:
+            x_hat = self.model.anr.render_grid(tokens, 1, jitter=True)
+            mse = ((x_hat.float() - x) ** 2).flatten(1).mean(1)
+        else:
+            xy, fp, target = points
+            pred = self.model.anr.render_points(tokens, xy, fp, jitter=True)
+            mse = ((pred.float() - target) ** 2).flatten(1).mean(1)
+        bpp = bits / n_px
+        loss = (lam * 255 ** 2 * mse + bpp).mean()
+        return loss, mse.detach(), bpp.detach()
+
+
+def sr_batch(sampler: CropSampler, n: int, size: int, n_points: int, device):
+    """Encoder input downscaled by s in [1, 4]; targets at random HR pixels."""
+    s = float(sampler.rng.uniform(1.0, 4.0))
+    hr_size = max(size, round(size * s))
+    hr = sampler.batch(n, hr_size).to(device)
+    lr = downscale(hr, (size, size))
+    ratio = size / hr_size  # LR pixels per HR pixel
+    g = torch.Generator().manual_seed(int(sampler.rng.integers(1 << 31)))
+    iy = torch.randint(0, hr_size, (n, n_points), generator=g).to(device)
+    ix = torch.randint(0, hr_size, (n, n_points), generator=g).to(device)
+    xy = torch.stack([(ix + 0.5) * ratio, (iy + 0.5) * ratio], -1)
+    b = torch.arange(n, device=device)[:, None]
+    target = hr[b, :, iy, ix]  # (n, P, 3)
+    fp = torch.tensor([ratio, ratio], device=device)
+    return lr, (xy, fp, target)
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(prog="python -m anr_codec.train", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", type=Path, nargs="+", default=[Path("../shared/data/train")],
+                   help="folders of training images (never Kodak or sr/)")
+    p.add_argument("--cache", type=Path, default=Path(".cache/train-pixels"))
+    p.add_argument("--out", type=Path, default=Path("runs/main"), help="checkpoint and log folder")
+    p.add_argument("--init", type=Path, help="start from these weights (a checkpoint or exported model)")
+    p.add_argument("--steps", type=int, default=100_000, help="total steps (counting resumed ones)")
+    p.add_argument("--minutes", type=float, default=0, help="stop after this wall time (0 = no limit)")
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--crop", type=int, default=64)
+    p.add_argument("--lr", type=float, default=5e-4)
+    p.add_argument("--lr-drops", type=str, default="", help="comma-separated steps where lr drops 10x")
+    p.add_argument("--sr-fraction", type=float, default=0.2)
+    p.add_argument("--sr-points", type=int, default=2048)
+    p.add_argument("--clip", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--log-every", type=int, default=100)
+    p.add_argument("--ckpt-every", type=int, default=500)
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
+    p.add_argument("--device", default="auto")
+    return p.parse_args(argv)
+
+
+def lr_at(step: int, base: float, drops: list[int]) -> float:
+    warm = min(1.0, (step + 1) / 500)
+    return base * warm * 0.1 ** sum(step >= d for d in drops)
+
+
+def save_atomic(obj, path: Path) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    distributed = "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1
+    if args.device == "auto":
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    else:
+        device = torch.device(args.device)
+    rank, world = 0, 1
+    if distributed:
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        rank, world = dist.get_rank(), dist.get_world_size()
+        if device.type == "cuda":
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+            torch.cuda.set_device(device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    main_proc = rank == 0
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    if not (args.cache / "index.json").exists():
+        if main_proc:
+            print(f"building pixel cache in {args.cache} ...", file=sys.stderr)
+            build_cache(args.data, args.cache)
+        if distributed:
+            dist.barrier()
+    torch.manual_seed(args.seed + rank)
+    sampler = CropSampler(args.cache, seed=args.seed + 1000 * rank)
+
+    ckpt_path = args.out / "last.pt"
+    state = None
+    if ckpt_path.exists():
+        state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        config = ModelConfig.from_dict(state["config"])
+    elif args.init:
+        init = torch.load(args.init, map_location="cpu", weights_only=True)
+        config = ModelConfig.from_dict(init["config"])
+    else:
+        config = ModelConfig()
+    model = AnrModel(config)
+    if state is None and args.init:
+        missing = model.load_state_dict(init["model"], strict=False)
+        if main_proc and (missing.missing_keys or missing.unexpected_keys):
+            print(f"init: {missing}", file=sys.stderr)
+    model.to(device)
+
+    aux_params = [p for n, p in model.named_parameters() if n.endswith("quantiles")]
+    main_params = [p for n, p in model.named_parameters() if not n.endswith("quantiles")]
+    opt = torch.optim.Adam(main_params, lr=args.lr)
+    aux_opt = torch.optim.Adam(aux_params, lr=1e-3)
+    step, elapsed = 0, 0.0
+    if state is not None:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        aux_opt.load_state_dict(state["aux_opt"])
+        step, elapsed = state["step"], state["elapsed"]
+        if "sampler" in state and world == 1:
+            sampler.set_state(state["sampler"])
+        if main_proc:
+            print(f"resumed from {ckpt_path} at step {step}", file=sys.stderr)
+
+    loss_mod = RDLoss(model)
+    if distributed:
+        loss_mod = nn.parallel.DistributedDataParallel(
+            loss_mod, device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=True)  # qualities absent from a batch leave priors unused
+    use_amp = device.type == "cuda"
+    drops = [int(s) for s in args.lr_drops.split(",") if s.strip()]
+
+    stop = {"flag": False}
+    signal.signal(signal.SIGTERM, lambda *_: stop.__setitem__("flag", True))
+    signal.signal(signal.SIGINT, lambda *_: stop.__setitem__("flag", True))
+
+    def checkpoint():
+        if main_proc:
+            save_atomic({"config": config.to_dict(), "model": model.state_dict(), "opt": opt.state_dict(),
+                         "aux_opt": aux_opt.state_dict(), "step": step, "elapsed": elapsed,
+                         "sampler": sampler.state()}, ckpt_path)
+
+    nq = model.n_qualities
+    acc = {"n": 0, "loss": 0.0, "t": 0.0, "q": [[0, 0.0, 0.0] for _ in range(nq)], "sr": [0, 0.0]}
+    log_f = open(args.out / "log.jsonl", "a") if main_proc else None
+    t_start = time.time()
+    is_tty = sys.stderr.isatty()
+    while step < args.steps and not stop["flag"]:
+        if args.minutes and time.time() - t_start > args.minutes * 60:
+            break
+        t0 = time.time()
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, args.lr, drops)
+        qi = torch.from_numpy(sampler.rng.integers(0, nq, args.batch)).to(device)
+        is_sr = sampler.rng.random() < args.sr_fraction
+        if is_sr:
+            x, points = sr_batch(sampler, args.batch, args.crop, args.sr_points, device)
+        else:
+            x, points = sampler.batch(args.batch, args.crop).to(device), None
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+            loss, mse, bpp = loss_mod(x, qi, points)
+        opt.zero_grad(set_to_none=True)
+        aux_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(main_params, args.clip)
+        opt.step()
+        aux = model.aux_loss()
+        aux.backward()
+        aux_opt.step()
+        step += 1
+        dt = time.time() - t0
+        elapsed += dt
+        acc["n"] += 1
+        acc["loss"] += loss.item()
+        acc["t"] += dt
+        psnr = -10 * torch.log10(mse.clamp_min(1e-10))
+        if is_sr:
+            acc["sr"][0] += 1
+            acc["sr"][1] += psnr.mean().item()
+        else:
+            for q, p, b in zip(qi.tolist(), psnr.tolist(), bpp.tolist()):
+                acc["q"][q][0] += 1
+                acc["q"][q][1] += p
+                acc["q"][q][2] += b
+        if is_tty and main_proc:
+            print(f"\rstep {step}/{args.steps} loss {loss.item():.4f} {dt:.2f}s/step", end="", file=sys.stderr)
+        if step % args.log_every == 0 and main_proc:
+            rec = {"step": step, "loss": acc["loss"] / acc["n"], "s_per_step": acc["t"] / acc["n"],
+                   "lr": opt.param_groups[0]["lr"], "aux": aux.item(), "elapsed_s": round(elapsed),
+                   "psnr": [round(a[1] / a[0], 2) if a[0] else None for a in acc["q"]],
+                   "bpp": [round(a[2] / a[0], 4) if a[0] else None for a in acc["q"]],
+                   "sr_psnr": round(acc["sr"][1] / acc["sr"][0], 2) if acc["sr"][0] else None}
+            log_f.write(json.dumps(rec) + "\n")
+            log_f.flush()
+            if not is_tty:
+                print(json.dumps(rec), file=sys.stderr, flush=True)
+            acc = {"n": 0, "loss": 0.0, "t": 0.0, "q": [[0, 0.0, 0.0] for _ in range(nq)], "sr": [0, 0.0]}
+        if step % args.ckpt_every == 0:
+            checkpoint()
+        if not math.isfinite(loss.item()):
+            raise SystemExit(f"loss is {loss.item()} at step {step}; resume from the last checkpoint")
+    checkpoint()
+    if main_proc:
+        print(f"\nstopped at step {step} ({elapsed / 3600:.2f} h of training)", file=sys.stderr)
+    if distributed:
+        dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()

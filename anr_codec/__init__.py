@@ -1,0 +1,47 @@
+"""anr-codec: a learned image codec built on ANR (attention-based implicit neural representation).
+
+    >>> import anr_codec
+    >>> data = anr_codec.encode("photo.png", quality=5)     # bytes of a .anr file
+    >>> img = anr_codec.decode(data, scale=4)               # PIL image, 4x the size
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .codec import DEFAULT_MAX_PIXELS, DEFAULT_QUALITY, Codec
+from .container import Header
+from .errors import AnrError
+
+__version__ = "0.1.0"
+__all__ = ["AnrError", "Codec", "Header", "decode", "encode", "info", "qualities",
+           "DEFAULT_QUALITY", "DEFAULT_MAX_PIXELS", "__version__"]
+
+_default: Codec | None = None
+
+
+def _codec() -> Codec:
+    global _default
+    if _default is None:
+        _default = Codec()
+    return _default
+
+
+def encode(image, quality: int | None = None) -> bytes:
+    """Encode an image (PIL image, path, or HxWx3 uint8 array) to the bytes of a .anr file."""
+    return _codec().encode(image, quality)
+
+
+def decode(data, scale: float = 1.0, size: tuple[int, int] | None = None, max_pixels: int | None = None):
+    """Decode .anr bytes or a path to a PIL image; `size=(width, height)` overrides `scale`."""
+    return _codec().decode(data, scale=scale, size=size, max_pixels=max_pixels)
+
+
+def info(data) -> Header:
+    """Read a .anr file's header (size, mode, quality, model) without decoding it."""
+    return _codec().info(data)
+
+
+def qualities() -> list[int]:
+    """The available quality levels; 1 gives the smallest files."""
+    return _codec().qualities()

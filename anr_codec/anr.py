@@ -102,20 +102,51 @@ class ANRDecoder(nn.Module):
         inside = F.unfold(tokens.new_ones(1, 1, h, w), 3, padding=1) > 0.5  # (1, 9, L)
         L = h * w
         chunk = cells_per_chunk or L
+        shared = None if jitter else self._shared_queries(u0, log_fp)
         out = tokens.new_empty(b, L, n * n, 3)
         for s in range(0, L, chunk):
             e = min(L, s + chunk)
             keys = _unfold_rows(k_all, s, e)           # (B, Lc, 9, D)
             vals = _unfold_rows(v_all, s, e)
             valid = inside[0, :, s:e].transpose(0, 1)  # (Lc, 9)
-            u = u0.expand(b, e - s, n * n, 2)
             if jitter:
-                u = self._jitter(u, fp_cells)
-            feat = self._features(u, log_fp)
-            out[:, s:e] = self._attend(feat, u, keys.unsqueeze(2), vals.unsqueeze(2),
-                                       valid[None, :, None, :])
+                u = self._jitter(u0.expand(b, e - s, n * n, 2), fp_cells)
+                out[:, s:e] = self._attend(self._features(u, log_fp), u, keys.unsqueeze(2),
+                                           vals.unsqueeze(2), valid[None, :, None, :])
+            else:
+                out[:, s:e] = self._attend_shared(shared, keys, vals, valid)
         out = out.view(b, h, w, n, n, 3).permute(0, 5, 1, 3, 2, 4)
         return out.reshape(b, 3, h * n, w * n)
+
+    def _shared_queries(self, u0: torch.Tensor, log_fp: torch.Tensor):
+        """Everything that depends only on the in-cell offset, computed once for all cells."""
+        nh, dh = self.heads, self.token_dim // self.heads
+        feat = self._features(u0, log_fp)                                  # (O, F)
+        q = self.to_q(feat).view(-1, nh, dh) / math.sqrt(dh)              # (O, H, dh)
+        rel = self.offsets - u0.unsqueeze(-2)                              # (O, 9, 2)
+        bias = -F.softplus(self.dist_scale)[None, :, None] * (rel * rel).sum(-1)[:, None, :]  # (O, H, 9)
+        first = self.mlp[0]
+        d = self.token_dim
+        feat_part = feat @ first.weight[:, d:].T + first.bias              # (O, hidden)
+        return q, bias, feat_part
+
+    def _attend_shared(self, shared, keys, values, valid):
+        """Same function as `_attend` for un-jittered grid queries, without per-cell copies of
+        the query side: the first MLP layer is split into its token and position parts."""
+        q, bias, feat_part = shared
+        nh, dh = self.heads, self.token_dim // self.heads
+        b, lc = keys.shape[:2]
+        k = (keys + self.offset_embed).view(b, lc, 9, nh, dh)
+        logits = torch.einsum("ohd,blnhd->blohn", q, k) + bias
+        logits = logits.masked_fill(~valid[None, :, None, None, :], float("-inf"))
+        w = logits.softmax(-1)
+        if self.threshold > 0:
+            w = w * (w >= self.threshold)
+            w = w / w.sum(-1, keepdim=True)
+        a = torch.einsum("blohn,blnhd->blohd", w, values.view(b, lc, 9, nh, dh)).flatten(-2)
+        first = self.mlp[0]
+        hdn = torch.relu(a @ first.weight[:, : self.token_dim].T + feat_part)
+        return self.mlp[2:](hdn) + 0.5
 
     # -- gather path ---------------------------------------------------------------
     def render_points(self, tokens: torch.Tensor, xy: torch.Tensor, footprint: torch.Tensor,

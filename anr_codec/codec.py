@@ -1,0 +1,217 @@
+"""The codec pipeline: image -> hyper-network -> symbols -> entropy code -> container, and back.
+
+`Codec` keeps a model loaded for many images; the module-level `encode`/`decode` in
+`anr_codec` use a shared default instance.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import container
+from .container import AnrFile, Header
+from .entropy import SYMBOL_LIMIT, symbols_checksum
+from .errors import AnrError
+from .images import from_planes, open_image, to_planes
+from .model import pad_to_multiple
+from .tokens import TOKEN_STRIDE
+from .weights import DEFAULT_MODEL, LoadedModel, load_model, resolve
+
+DEFAULT_QUALITY = 5
+DEFAULT_MAX_PIXELS = 256_000_000   # like Pillow's decompression-bomb guard; raise it explicitly
+MAX_SCALE = 16.0
+QUERIES_PER_CHUNK = 1 << 16         # bounds decoder memory at any output size
+
+
+def pick_device(device: str | torch.device | None) -> torch.device:
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise AnrError("CUDA was requested but is not available")
+    if dev.type not in ("cpu", "cuda"):
+        raise AnrError(f"unsupported device {device!r} (use auto, cpu or cuda)")
+    return dev
+
+
+@dataclass
+class Decoded:
+    """A decoded image plus what the file said about it."""
+    image: "object"
+    header: Header
+
+
+class Codec:
+    """A loaded model that encodes and decodes many images.
+
+    >>> codec = Codec(quality=5)
+    >>> data = codec.encode("photo.png")
+    >>> img = codec.decode(data, scale=2)
+    """
+
+    def __init__(self, quality: int | None = None, device: str = "auto", model: str | Path | None = None,
+                 max_pixels: int = DEFAULT_MAX_PIXELS):
+        self.device = pick_device(device)
+        self.model_ref = model or DEFAULT_MODEL
+        self.max_pixels = max_pixels
+        self._model: LoadedModel | None = None
+        self.quality = quality
+        if quality is not None:
+            self._check_quality(quality)
+
+    # -- model handling ------------------------------------------------------------
+    @property
+    def model(self) -> LoadedModel:
+        if self._model is None:
+            self._model = load_model(self.model_ref, self.device)
+        return self._model
+
+    def qualities(self) -> list[int]:
+        return self.model.qualities
+
+    def _check_quality(self, q) -> int:
+        if isinstance(q, bool) or not isinstance(q, (int, np.integer)):
+            raise AnrError(f"quality must be an integer, got {q!r}")
+        qs = self.qualities()
+        if int(q) not in qs:
+            raise AnrError(f"quality must be in {qs[0]}..{qs[-1]}, got {q}")
+        return int(q)
+
+    def _model_for(self, header: Header) -> LoadedModel:
+        m = self.model
+        if header.model_hash == m.hash16:
+            return m
+        try:
+            name, _, _ = resolve(header.model_name)
+            other = load_model(name, self.device)
+        except AnrError:
+            other = None
+        if other is None or other.hash16 != header.model_hash:
+            raise AnrError(f"file was written by model {header.model_name!r} "
+                           f"(hash {header.model_hash.hex()[:16]}), which is not installed")
+        return other
+
+    # -- encoding ------------------------------------------------------------------
+    @torch.inference_mode()
+    def encode(self, image, quality: int | None = None) -> bytes:
+        """Encode a PIL image, a path, bytes of an image file, or an HxWx3 uint8 array."""
+        q = self._check_quality(quality if quality is not None else (self.quality or DEFAULT_QUALITY))
+        rgb, alpha, mode = to_planes(open_image(image))
+        h, w = rgb.shape[:2]
+        if h * w > self.max_pixels:
+            raise AnrError(f"image of {w}x{h} pixels exceeds the limit of {self.max_pixels} pixels")
+        if max(h, w) > container.MAX_SIDE:
+            raise AnrError(f"image side exceeds {container.MAX_SIDE} pixels")
+        m = self.model
+        x = torch.from_numpy(rgb.copy()).to(self.device).permute(2, 0, 1)[None].float() / 255
+        y = m.net.analysis(pad_to_multiple(x), q - 1)[0]
+        med = m.net.medians(q - 1)[:, None, None]
+        symbols = torch.round(y - med).clamp(-SYMBOL_LIMIT, SYMBOL_LIMIT).to(torch.int32).cpu().numpy()
+        payload = m.coder(q).encode(symbols)
+        header = Header(w, h, mode, q, tuple(symbols.shape), symbols_checksum(symbols), m.name, m.hash16)
+        alpha_chunk = zlib.compress(alpha.tobytes(), 9) if alpha is not None else None
+        return AnrFile(header, payload, alpha_chunk).to_bytes()
+
+    # -- decoding ------------------------------------------------------------------
+    def output_size(self, header: Header, scale: float = 1.0, size=None,
+                    max_pixels: int | None = None) -> tuple[int, int]:
+        if size is not None:
+            try:
+                ow, oh = (int(v) for v in size)
+            except (TypeError, ValueError):
+                raise AnrError(f"size must be (width, height), got {size!r}") from None
+            if ow < 1 or oh < 1:
+                raise AnrError(f"size must be positive, got {ow}x{oh}")
+            if max(ow / header.width, oh / header.height) > MAX_SCALE:
+                raise AnrError(f"size {ow}x{oh} is more than {MAX_SCALE:g}x the coded image")
+        else:
+            try:
+                scale = float(scale)
+            except (TypeError, ValueError):
+                raise AnrError(f"scale must be a number, got {scale!r}") from None
+            if not math.isfinite(scale) or scale <= 0 or scale > MAX_SCALE:
+                raise AnrError(f"scale must be in (0, {MAX_SCALE:g}], got {scale}")
+            ow, oh = max(1, round(header.width * scale)), max(1, round(header.height * scale))
+        limit = self.max_pixels if max_pixels is None else max_pixels
+        if header.width * header.height > limit:
+            raise AnrError(f"coded image of {header.width}x{header.height} pixels exceeds the limit of "
+                           f"{limit} pixels (raise it with max_pixels / --max-pixels)")
+        if ow * oh > limit:
+            raise AnrError(f"output of {ow}x{oh} pixels exceeds the limit of {limit} pixels "
+                           f"(raise it with max_pixels / --max-pixels)")
+        return ow, oh
+
+    @torch.inference_mode()
+    def decode(self, data, scale: float = 1.0, size=None, max_pixels: int | None = None):
+        """Decode .anr bytes (or a path) to a PIL image of the coded size times `scale`,
+        or of `size=(width, height)`."""
+        f = container.parse(_read_bytes(data))
+        hd = f.header
+        ow, oh = self.output_size(hd, scale, size, max_pixels)
+        m = self._model_for(hd)
+        if not 1 <= hd.quality <= len(m.qualities):
+            raise AnrError(f"file has quality {hd.quality}, the model has 1..{len(m.qualities)}")
+        symbols = m.coder(hd.quality).decode(f.payload, hd.latent_shape)
+        if symbols_checksum(symbols) != hd.symbols_crc:
+            raise AnrError("decoded symbols fail their checksum (corrupt data or a model mismatch)")
+        rgb = self._render(m, symbols, hd, ow, oh)
+        alpha = None
+        if f.alpha is not None:
+            alpha = _inflate_alpha(f.alpha, hd.width, hd.height)
+            if (ow, oh) != (hd.width, hd.height):
+                from PIL import Image
+                alpha = np.asarray(Image.fromarray(alpha, "L").resize((ow, oh), Image.Resampling.BICUBIC))
+        return from_planes(rgb, alpha, hd.mode)
+
+    def _render(self, m: LoadedModel, symbols: np.ndarray, hd: Header, ow: int, oh: int) -> np.ndarray:
+        q = hd.quality - 1
+        y_hat = torch.from_numpy(symbols).to(self.device).float() + m.net.medians(q)[:, None, None]
+        tokens = m.net.tokens(y_hat[None], q)
+        s = ow / hd.width
+        if s == int(s) and oh == hd.height * int(s):
+            s = int(s)
+            n2 = (TOKEN_STRIDE * s) ** 2
+            img = m.net.anr.render_grid(tokens, s, cells_per_chunk=max(1, QUERIES_PER_CHUNK // n2))
+            img = img[0, :, :oh, :ow]
+        else:
+            sx, sy = hd.width / ow, hd.height / oh
+            fp = torch.tensor([sx, sy], device=self.device)
+            rows_per_chunk = max(1, QUERIES_PER_CHUNK // ow)
+            xs = (torch.arange(ow, device=self.device) + 0.5) * sx
+            img = torch.empty(3, oh, ow, device=self.device)
+            for r0 in range(0, oh, rows_per_chunk):
+                r1 = min(oh, r0 + rows_per_chunk)
+                ys = (torch.arange(r0, r1, device=self.device) + 0.5) * sy
+                gy, gx = torch.meshgrid(ys, xs, indexing="ij")
+                xy = torch.stack([gx, gy], -1).reshape(1, -1, 2)
+                img[:, r0:r1] = m.net.anr.render_points(tokens, xy, fp)[0].T.reshape(3, r1 - r0, ow)
+        return (img.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+
+    def info(self, data) -> Header:
+        return container.read_header(_read_bytes(data))
+
+
+def _read_bytes(data) -> bytes:
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        return bytes(data)
+    try:
+        return Path(data).read_bytes()
+    except (OSError, TypeError) as e:
+        raise AnrError(f"cannot read {data}: {getattr(e, 'strerror', None) or e}") from None
+
+
+def _inflate_alpha(blob: bytes, w: int, h: int) -> np.ndarray:
+    d = zlib.decompressobj()
+    try:
+        raw = d.decompress(blob, w * h + 1)  # bounded: a zlib bomb stops here
+    except zlib.error:
+        raise AnrError("alpha chunk is corrupt") from None
+    if len(raw) != w * h or d.unconsumed_tail or not d.eof:
+        raise AnrError("alpha chunk has the wrong size")
+    return np.frombuffer(raw, dtype=np.uint8).reshape(h, w)

@@ -1,0 +1,159 @@
+"""Entropy coding of latent symbols with integer frequency tables fixed in the model file.
+
+Why integer tables: if a network computed the probabilities at decode time, a one-ulp
+float difference between the encoding and the decoding machine (CPU vs GPU, another
+BLAS, another thread count) could select another distribution and desynchronise the
+arithmetic decoder. Here every probability is an integer count stored with the model
+(built once at export from the trained factorized prior), turned into float64 by an
+exact division by a power of two, and quantised by constriction's deterministic integer
+code, so the same bytes decode to the same symbols everywhere.
+
+Layout of one quality's table: for channel c, symbols q (latent minus the prior's
+median, rounded) in [lo[c], lo[c] + n[c] - 2] have counts[c, q - lo[c]], and index
+n[c] - 1 is an escape. An escaped symbol is sent afterwards in raster order as a
+bit length (uniform over 1..MAX_ESCAPE_BITS) and its remaining bits (uniform chunks).
+"""
+
+from __future__ import annotations
+
+import zlib
+
+import constriction
+import numpy as np
+import torch
+
+from .errors import AnrError
+
+PRECISION = 16           # table counts sum to 2**PRECISION
+MAX_TABLE = 2048         # most entries one channel's table may have
+MAX_ESCAPE_BITS = 22     # |symbol| < 2**21: far beyond any real latent, bounds hostile input
+SYMBOL_LIMIT = (1 << (MAX_ESCAPE_BITS - 1)) - 1
+
+
+@torch.no_grad()
+def build_tables(prior) -> dict:
+    """Integer frequency tables from a trained compressai EntropyBottleneck."""
+    q = prior.quantiles.detach().double().cpu()[:, 0, :]     # (C, 3): lower, median, upper
+    med = q[:, 1]
+    lo = torch.floor(q[:, 0] - med).clamp(min=-(MAX_TABLE // 2 - 1)).long()
+    hi = torch.ceil(q[:, 2] - med).clamp(max=MAX_TABLE // 2 - 1).long()
+    lo, hi = torch.minimum(lo, torch.zeros_like(lo)), torch.maximum(hi, torch.zeros_like(hi))
+    n = (hi - lo + 2)                                          # + escape
+    counts = np.zeros((len(med), int(n.max())), dtype=np.int32)
+    k = torch.arange(int(n.max()) - 1, dtype=torch.float64)
+    x = (lo[:, None].double() + k[None] + med[:, None]).unsqueeze(1)  # (C, 1, K): all channels at once
+    lik, _, _ = prior.double().cpu()._likelihood(x)
+    lik = lik[:, 0].clamp_min(0).numpy()
+    total = 1 << PRECISION
+    for c in range(len(med)):
+        pmf = lik[c, : int(n[c]) - 1]
+        pmf = np.append(pmf, max(0.0, 1.0 - pmf.sum()))         # escape gets the tails
+        counts[c, :int(n[c])] = quantize_pmf(pmf, total)
+    prior.float()
+    return {"lo": lo.int().numpy(), "n": n.int().numpy(), "counts": counts}
+
+
+def quantize_pmf(pmf: np.ndarray, total: int) -> np.ndarray:
+    """Integer counts >= 1 summing exactly to `total`, close to pmf * total."""
+    pmf = np.maximum(pmf, 0) / max(pmf.sum(), 1e-300)
+    free = total - len(pmf)
+    c = np.floor(pmf * free).astype(np.int64) + 1
+    # Hand out the remainder by largest fractional part (ties by index: deterministic).
+    rem = total - int(c.sum())
+    frac = pmf * free - np.floor(pmf * free)
+    order = np.lexsort((np.arange(len(pmf)), -frac))
+    c[order[:rem]] += 1
+    return c.astype(np.int32)
+
+
+class SymbolCoder:
+    """Encodes/decodes (C, h, w) int32 symbol arrays with one quality's tables."""
+
+    def __init__(self, tables: dict):
+        self.lo = np.asarray(tables["lo"], dtype=np.int64)
+        self.n = np.asarray(tables["n"], dtype=np.int64)
+        counts = np.asarray(tables["counts"], dtype=np.int64)
+        self.models = []
+        for c in range(len(self.n)):
+            row = counts[c, : self.n[c]]
+            if (row <= 0).any() or row.sum() != (1 << PRECISION):
+                raise AnrError("model file has an invalid entropy table")
+            # Exact in float64: integer / power of two.
+            self.models.append(constriction.stream.model.Categorical(row / float(1 << PRECISION), perfect=False))
+        self.channels = len(self.n)
+
+    def encode(self, symbols: np.ndarray) -> bytes:
+        c_, h, w = symbols.shape
+        if c_ != self.channels:
+            raise ValueError("symbol array has the wrong number of channels")
+        enc = constriction.stream.queue.RangeEncoder()
+        escapes = []
+        for c in range(c_):
+            s = symbols[c].reshape(-1).astype(np.int64)
+            idx = s - self.lo[c]
+            esc = (idx < 0) | (idx >= self.n[c] - 1)
+            idx[esc] = self.n[c] - 1
+            enc.encode(idx.astype(np.int32), self.models[c])
+            escapes.extend(int(v) for v in s[esc])
+        for v in escapes:
+            _encode_escape(enc, v)
+        return enc.get_compressed().astype("<u4").tobytes()
+
+    def decode(self, payload: bytes, shape: tuple[int, int, int]) -> np.ndarray:
+        c_, h, w = shape
+        if c_ != self.channels:
+            raise AnrError(f"file has {c_} latent channels, the model has {self.channels}")
+        if len(payload) % 4:
+            raise AnrError("entropy-coded payload is not a whole number of 32-bit words")
+        words = np.frombuffer(payload, dtype="<u4").astype(np.uint32)
+        try:
+            dec = constriction.stream.queue.RangeDecoder(words)
+            out = np.empty((c_, h * w), dtype=np.int64)
+            esc_pos = []
+            for c in range(c_):
+                idx = dec.decode(self.models[c], h * w).astype(np.int64)
+                out[c] = idx + self.lo[c]
+                esc_pos.extend((c, i) for i in np.nonzero(idx == self.n[c] - 1)[0])
+            for c, i in esc_pos:
+                out[c, i] = _decode_escape(dec)
+        except AnrError:
+            raise
+        except Exception as e:  # constriction reports corrupt data as various errors
+            raise AnrError(f"entropy-coded data is corrupt ({e})") from None
+        return out.reshape(c_, h, w).astype(np.int32)
+
+
+_UNIFORM = {}
+
+
+def _uniform(size: int):
+    m = _UNIFORM.get(size)
+    if m is None:
+        m = _UNIFORM[size] = constriction.stream.model.Uniform(size)
+    return m
+
+
+def _encode_escape(enc, v: int) -> None:
+    z = (v << 1) if v >= 0 else ((-v << 1) - 1)  # zigzag: small magnitudes, small codes
+    nbits = max(1, z.bit_length())
+    enc.encode(nbits - 1, _uniform(MAX_ESCAPE_BITS))
+    rest, k = z, nbits
+    while k > 0:
+        take = min(16, k)
+        enc.encode((rest >> (k - take)) & ((1 << take) - 1), _uniform(1 << take))
+        k -= take
+
+
+def _decode_escape(dec) -> int:
+    nbits = int(dec.decode(_uniform(MAX_ESCAPE_BITS))) + 1
+    z, k = 0, nbits
+    while k > 0:
+        take = min(16, k)
+        z = (z << take) | int(dec.decode(_uniform(1 << take)))
+        k -= take
+    return (z >> 1) if z % 2 == 0 else -((z + 1) >> 1)
+
+
+def symbols_checksum(symbols: np.ndarray) -> int:
+    """CRC32 of the symbols as little-endian int32: a desynchronised decode fails loudly."""
+    return zlib.crc32(np.ascontiguousarray(symbols, dtype="<i4").tobytes())

@@ -1,0 +1,123 @@
+"""Model files: loading with integrity checks, and the shipped models in pretrained/.
+
+A model file is a `torch.save` dict loaded with `weights_only=True` (it cannot run
+code). Its identity is the SHA-256 of its bytes: the manifest beside a shipped model
+records it, and every .anr file carries its first 16 bytes, so a file is never decoded
+with a model other than the one that wrote it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import threading
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import torch
+
+from .entropy import SymbolCoder
+from .errors import AnrError
+from .model import AnrModel, ModelConfig
+
+FORMAT_TAG = "anr-codec-model/1"
+DEFAULT_MODEL = "anr-v1"
+
+
+def pretrained_dir() -> Path:
+    return Path(str(resources.files("anr_codec.pretrained")))
+
+
+def available_models() -> list[str]:
+    return sorted(p.stem for p in pretrained_dir().glob("*.pt"))
+
+
+@dataclass
+class LoadedModel:
+    name: str
+    sha256: bytes
+    net: AnrModel
+    tables: list[dict]
+    device: torch.device
+    _coders: dict = field(default_factory=dict)
+
+    @property
+    def hash16(self) -> bytes:
+        return self.sha256[:16]
+
+    @property
+    def qualities(self) -> list[int]:
+        return list(range(1, self.net.n_qualities + 1))
+
+    def coder(self, quality: int) -> SymbolCoder:
+        if quality not in self._coders:
+            self._coders[quality] = SymbolCoder(self.tables[quality - 1])
+        return self._coders[quality]
+
+
+_cache: dict[tuple[str, str], LoadedModel] = {}
+_lock = threading.Lock()
+
+
+def resolve(name_or_path: str | Path | None) -> tuple[str, Path, str | None]:
+    """-> (name, path of the .pt file, expected SHA-256 hex or None)."""
+    name_or_path = name_or_path or DEFAULT_MODEL
+    p = Path(name_or_path)
+    if p.suffix == ".pt" or p.exists():
+        manifest = p.with_suffix(".json")
+        expected = json.loads(manifest.read_text()).get("sha256") if manifest.exists() else None
+        return p.stem, p, expected
+    path = pretrained_dir() / f"{name_or_path}.pt"
+    manifest = path.with_suffix(".json")
+    if not path.exists() or not manifest.exists():
+        have = ", ".join(available_models()) or "none"
+        raise AnrError(f"unknown model {name_or_path!r} (installed models: {have})")
+    return str(name_or_path), path, json.loads(manifest.read_text())["sha256"]
+
+
+def load_model(name_or_path: str | Path | None = None, device: str | torch.device = "cpu") -> LoadedModel:
+    name, path, expected = resolve(name_or_path)
+    device = torch.device(device)
+    key = (str(path.resolve()), str(device))
+    with _lock:
+        if key in _cache:
+            return _cache[key]
+        try:
+            raw = path.read_bytes()
+        except OSError as e:
+            raise AnrError(f"cannot read model file {path}: {e.strerror}") from None
+        digest = hashlib.sha256(raw).digest()
+        if expected is not None and digest.hex() != expected:
+            raise AnrError(f"model file {path} does not match its manifest's SHA-256 (altered or corrupt)")
+        try:
+            blob = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
+        except Exception as e:
+            raise AnrError(f"{path} is not a valid model file ({type(e).__name__})") from None
+        if not isinstance(blob, dict) or blob.get("format") != FORMAT_TAG:
+            raise AnrError(f"{path} is not an anr-codec model file")
+        try:
+            net = AnrModel(ModelConfig.from_dict(blob["config"]))
+            net.load_state_dict(blob["model"])
+            tables = [{k: v.numpy() for k, v in t.items()} for t in blob["tables"]]
+        except Exception as e:
+            raise AnrError(f"model file {path} is inconsistent ({type(e).__name__}: {e})") from None
+        if len(tables) != net.n_qualities:
+            raise AnrError(f"model file {path} has {len(tables)} entropy tables for {net.n_qualities} qualities")
+        net.eval().requires_grad_(False).to(device)
+        lm = LoadedModel(blob.get("name", name), digest, net, tables, device)
+        _cache[key] = lm
+        return lm
+
+
+def save_model(net: AnrModel, tables: list[dict], path: Path, name: str) -> bytes:
+    """Write a model file; returns its SHA-256."""
+    blob = {"format": FORMAT_TAG, "name": name, "config": net.config.to_dict(),
+            "model": {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()},
+            "tables": [{k: torch.from_numpy(v) for k, v in t.items()} for t in tables]}
+    buf = io.BytesIO()
+    torch.save(blob, buf)
+    raw = buf.getvalue()
+    path.write_bytes(raw)
+    return hashlib.sha256(raw).digest()

@@ -1,0 +1,1 @@
+"""The `anrc` command-line tool (see `anrc --help`)."""

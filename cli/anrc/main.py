@@ -1,0 +1,288 @@
+"""`anrc`: the command-line front end of anr-codec.
+
+Statistics go to stderr (JSON lines with --json on stdout), errors are one line on
+stderr with exit code 1, usage errors exit 2 (click's convention).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import click
+
+EXIT_ERROR = 1
+
+
+class CliError(Exception):
+    """An error to report as one line and exit 1."""
+
+
+def _fail_cleanly(fn):
+    """Turn every expected failure into one line on stderr and exit code 1."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        from anr_codec import AnrError
+        try:
+            return fn(*args, **kwargs)
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
+        except (AnrError, CliError) as e:
+            _die(str(e))
+        except OSError as e:
+            _die(f"{e.filename + ': ' if e.filename else ''}{e.strerror or e}")
+        except KeyboardInterrupt:
+            _die("interrupted", code=130)
+        except Exception as e:  # a bug, not bad input: still one line unless asked for detail
+            if os.environ.get("ANRC_DEBUG"):
+                raise
+            _die(f"internal error: {type(e).__name__}: {e} (set ANRC_DEBUG=1 for a traceback)")
+
+    return wrapper
+
+
+def _die(msg: str, code: int = EXIT_ERROR):
+    click.echo(f"anrc: error: {msg}", err=True)
+    sys.exit(code)
+
+
+def write_atomic(path: Path, data: bytes, force: bool, inputs: list[Path] = ()) -> None:
+    """Write via a temporary file in the same folder and rename, so no partial file is left."""
+    if path.exists():
+        if any(_same_file(path, p) for p in inputs):
+            raise CliError(f"{path}: refusing to overwrite an input file")
+        if not force:
+            raise CliError(f"{path} exists (use -f to overwrite)")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.samefile(b)
+    except OSError:
+        return False
+
+
+def _parse_size(value: str | None):
+    if value is None:
+        return None
+    try:
+        w, h = value.lower().split("x")
+        return int(w), int(h)
+    except ValueError:
+        raise click.BadParameter(f"expected WIDTHxHEIGHT, got {value!r}") from None
+
+
+def _psnr(a, b) -> float:
+    import numpy as np
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    mse = float(((a - b) ** 2).mean())
+    return float("inf") if mse == 0 else 10 * np.log10(255.0 ** 2 / mse)
+
+
+def _report(stats: dict, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(stats))
+    else:
+        parts = [f"{k}={v}" for k, v in stats.items() if k != "path"]
+        click.echo(f"{stats.get('path', '')}: " + " ".join(parts), err=True)
+
+
+device_option = click.option("--device", default="auto", show_default=True,
+                             type=click.Choice(["auto", "cpu", "cuda"]), help="where the network runs")
+model_option = click.option("--model", default=None, help="model name or .pt file (default: the shipped model)")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="anr-codec", prog_name="anrc")
+def cli():
+    """anr-codec: a learned image codec you can decode at any resolution.
+
+    \b
+    Examples:
+      anrc encode photo.png              # writes photo.anr
+      anrc decode photo.anr --scale 4    # writes photo.png at 4x the size
+      anrc info photo.anr --json
+    """
+
+
+@cli.command()
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+              help="output file (default: input with suffix .anr)")
+@click.option("-q", "--quality", type=int, default=None, help="quality level, 1 = smallest files (see `anrc info --qualities`)")
+@click.option("-f", "--force", is_flag=True, help="overwrite existing outputs")
+@click.option("--psnr/--no-psnr", default=True, show_default=True, help="decode once to report PSNR")
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object per file on stdout")
+@device_option
+@model_option
+@_fail_cleanly
+def encode(inputs, output, quality, force, psnr, as_json, device, model):
+    """Encode images to .anr files.
+
+    \b
+    Example:
+      anrc encode kodim23.png -q 5       # kodim23.anr, statistics on stderr
+    """
+    from anr_codec import Codec
+    from anr_codec.images import open_image, to_planes
+    if output is not None and len(inputs) > 1:
+        raise click.UsageError("-o names one output file; give one input with it")
+    codec = Codec(quality=quality, device=device, model=model)
+    for src in inputs:
+        dst = output or src.with_suffix(".anr")
+        t0 = time.perf_counter()
+        img = open_image(src)
+        data = codec.encode(img)
+        secs = time.perf_counter() - t0
+        hd = codec.info(data)
+        stats = {"path": str(dst), "width": hd.width, "height": hd.height, "mode": hd.mode,
+                 "quality": hd.quality, "bytes": len(data),
+                 "bpp": round(8 * len(data) / (hd.width * hd.height), 4), "encode_s": round(secs, 3)}
+        if psnr:
+            rgb, _, _ = to_planes(img)
+            rec, _, _ = to_planes(codec.decode(data))
+            stats["psnr"] = round(_psnr(rgb, rec), 3)
+        write_atomic(dst, data, force, [src])
+        _report(stats, as_json)
+
+
+@cli.command()
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+              help="output image (default: input with suffix .png); the suffix picks the format")
+@click.option("-s", "--scale", type=float, default=None, help="output size as a multiple of the coded size")
+@click.option("--size", "size_str", default=None, metavar="WxH", help="output size in pixels")
+@click.option("-f", "--force", is_flag=True, help="overwrite existing outputs")
+@click.option("--max-pixels", type=int, default=None, help="largest output allowed (default 256 megapixels)")
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object per file on stdout")
+@device_option
+@model_option
+@_fail_cleanly
+def decode(inputs, output, scale, size_str, force, max_pixels, as_json, device, model):
+    """Decode .anr files to images, at any resolution.
+
+    \b
+    Examples:
+      anrc decode kodim23.anr                   # kodim23.png, coded size
+      anrc decode kodim23.anr --scale 4 -o big.png
+      anrc decode kodim23.anr --size 1920x1280
+    """
+    from anr_codec import Codec
+    if scale is not None and size_str is not None:
+        raise click.UsageError("give --scale or --size, not both")
+    if output is not None and len(inputs) > 1:
+        raise click.UsageError("-o names one output file; give one input with it")
+    size = _parse_size(size_str)
+    codec = Codec(device=device, model=model)
+    for src in inputs:
+        dst = output or src.with_suffix(".png")
+        t0 = time.perf_counter()
+        img = codec.decode(src, scale=scale or 1.0, size=size, max_pixels=max_pixels)
+        secs = time.perf_counter() - t0
+        import io
+        buf = io.BytesIO()
+        fmt = _format_for(dst)
+        try:
+            img.save(buf, format=fmt)
+        except (KeyError, ValueError, OSError) as e:
+            raise CliError(f"{dst}: cannot write {fmt} ({e})") from None
+        write_atomic(dst, buf.getvalue(), force, [src])
+        _report({"path": str(dst), "width": img.width, "height": img.height, "mode": img.mode,
+                 "decode_s": round(secs, 3)}, as_json)
+
+
+def _format_for(path: Path) -> str:
+    from PIL import Image
+    Image.init()
+    fmt = Image.EXTENSION.get(path.suffix.lower())
+    if fmt is None:
+        raise CliError(f"{path}: unknown image format for suffix {path.suffix or '(none)'!r}")
+    return fmt
+
+
+@cli.command()
+@click.argument("inputs", nargs=-1, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="print JSON on stdout")
+@click.option("--qualities", is_flag=True, help="list the model's quality levels")
+@model_option
+@_fail_cleanly
+def info(inputs, as_json, qualities, model):
+    """Show the header of .anr files (size, mode, quality, model).
+
+    \b
+    Example:
+      anrc info kodim23.anr --json
+    """
+    from anr_codec import Codec
+    codec = Codec(device="cpu", model=model)
+    if qualities:
+        qs = codec.qualities()
+        click.echo(json.dumps({"qualities": qs}) if as_json else " ".join(map(str, qs)))
+    if not inputs and not qualities:
+        raise click.UsageError("give .anr files or --qualities")
+    for src in inputs:
+        data = src.read_bytes()
+        hd = codec.info(data)
+        d = {"path": str(src), **hd.to_dict(), "bytes": len(data),
+             "bpp": round(8 * len(data) / (hd.width * hd.height), 4)}
+        if as_json:
+            click.echo(json.dumps(d))
+        else:
+            click.echo("\n".join([f"{src}:"] + [f"  {k}: {v}" for k, v in d.items() if k != "path"]))
+
+
+@cli.command()
+@click.option("-q", "--quality", type=int, default=None, help="quality level")
+@click.option("--out-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("."), show_default=True)
+@click.option("-f", "--force", is_flag=True, help="overwrite existing outputs")
+@device_option
+@_fail_cleanly
+def demo(quality, out_dir, force, device):
+    """Encode the bundled sample, decode it at scale 1 and 4, print bpp and PSNR."""
+    from importlib import resources
+
+    from anr_codec import Codec
+    from anr_codec.images import open_image, to_planes
+    sample = Path(str(resources.files("anr_codec") / "samples" / "kodim23.png"))
+    codec = Codec(quality=quality, device=device)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    img = open_image(sample)
+    data = codec.encode(img)
+    t1 = time.perf_counter()
+    rec = codec.decode(data)
+    t2 = time.perf_counter()
+    big = codec.decode(data, scale=4)
+    t3 = time.perf_counter()
+    write_atomic(out_dir / "kodim23.anr", data, force)
+    for name, im in (("kodim23.decoded.png", rec), ("kodim23.x4.png", big)):
+        import io
+        buf = io.BytesIO()
+        im.save(buf, format="PNG")
+        write_atomic(out_dir / name, buf.getvalue(), force)
+    rgb, _, _ = to_planes(img)
+    hd = codec.info(data)
+    click.echo(f"sample {sample.name} {img.width}x{img.height}, quality {hd.quality}, model {hd.model_name}")
+    click.echo(f"  {out_dir / 'kodim23.anr'}: {len(data)} bytes, {8 * len(data) / (img.width * img.height):.4f} bpp, "
+               f"encode {t1 - t0:.2f} s")
+    click.echo(f"  {out_dir / 'kodim23.decoded.png'}: PSNR {_psnr(rgb, to_planes(rec)[0]):.2f} dB, decode {t2 - t1:.2f} s")
+    click.echo(f"  {out_dir / 'kodim23.x4.png'}: {big.width}x{big.height}, decode {t3 - t2:.2f} s")
+
+
+if __name__ == "__main__":
+    cli()

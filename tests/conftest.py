@@ -1,0 +1,30 @@
+import numpy as np
+import pytest
+from PIL import Image
+
+
+def smooth_image(w: int, h: int, seed: int = 0) -> np.ndarray:
+    """A photo-like test image: smooth gradients plus a little texture."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
+    base = np.stack([128 + 100 * np.sin(x / 23.0 + c) * np.cos(y / 17.0 - c) for c in range(3)], -1)
+    return np.clip(base + rng.normal(0, 6, base.shape), 0, 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="session")
+def codec():
+    from anr_codec import Codec
+    return Codec(quality=3, device="cpu")
+
+
+@pytest.fixture(scope="session")
+def sample_anr(codec):
+    """One encoded 96x64 image shared by tests that only need a valid file."""
+    return codec.encode(smooth_image(96, 64))
+
+
+@pytest.fixture
+def png_file(tmp_path):
+    p = tmp_path / "img.png"
+    Image.fromarray(smooth_image(80, 48)).save(p)
+    return p

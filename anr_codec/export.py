@@ -40,7 +40,7 @@ def export(ckpt: Path, out: Path, name: str, notes: dict | None = None) -> dict:
     net.eval()
     tables = tables_for(net)
     out.parent.mkdir(parents=True, exist_ok=True)
-    digest = save_model(net, tables, out, name)
+    digest = save_model(net, tables, out, name, state.get("step", 0), state.get("elapsed", 0.0))
     manifest = {"name": name, "sha256": digest.hex(), "file": out.name,
                 "qualities": len(tables), "lambdas": list(net.config.lambdas),
                 "training": {"steps": state.get("step"), "train_seconds": round(state.get("elapsed", 0)),

@@ -135,10 +135,12 @@ def main(argv=None) -> None:
     torch.manual_seed(args.seed + rank)
     sampler = CropSampler(args.cache, seed=args.seed + 1000 * rank)
 
-    ckpt_path = args.out / "last.pt"
+    ckpt_path, opt_path = args.out / "last.pt", args.out / "last-opt.pt"
     state = None
     if ckpt_path.exists():
         state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        if "opt" not in state and opt_path.exists():  # optimizer state lives beside the weights
+            state.update(torch.load(opt_path, map_location="cpu", weights_only=True))
         config = ModelConfig.from_dict(state["config"])
     elif args.init:
         init = torch.load(args.init, map_location="cpu", weights_only=True)
@@ -146,21 +148,26 @@ def main(argv=None) -> None:
     else:
         config = ModelConfig()
     model = AnrModel(config)
+    step, elapsed = 0, 0.0
     if state is None and args.init:
         missing = model.load_state_dict(init["model"], strict=False)
         if main_proc and (missing.missing_keys or missing.unexpected_keys):
             print(f"init: {missing}", file=sys.stderr)
+        # Continue the step count (and so the lr schedule) of the weights we start from.
+        step, elapsed = int(init.get("step", 0)), float(init.get("elapsed", 0.0))
     model.to(device)
 
     aux_params = [p for n, p in model.named_parameters() if n.endswith("quantiles")]
     main_params = [p for n, p in model.named_parameters() if not n.endswith("quantiles")]
     opt = torch.optim.Adam(main_params, lr=args.lr)
     aux_opt = torch.optim.Adam(aux_params, lr=1e-3)
-    step, elapsed = 0, 0.0
     if state is not None:
         model.load_state_dict(state["model"])
-        opt.load_state_dict(state["opt"])
-        aux_opt.load_state_dict(state["aux_opt"])
+        if "opt" in state:
+            opt.load_state_dict(state["opt"])
+            aux_opt.load_state_dict(state["aux_opt"])
+        elif main_proc:
+            print("no optimizer state found: Adam restarts from zero moments", file=sys.stderr)
         step, elapsed = state["step"], state["elapsed"]
         if "sampler" in state and world == 1:
             sampler.set_state(state["sampler"])
@@ -169,6 +176,10 @@ def main(argv=None) -> None:
 
     loss_mod = RDLoss(model)
     if distributed:
+        # The priors' quantiles learn only from the auxiliary loss, outside DDP's forward:
+        # DDP must not reduce them; their gradients are averaged by hand below.
+        nn.parallel.DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(
+            loss_mod, [f"model.{n}" for n, _ in model.named_parameters() if n.endswith("quantiles")])
         loss_mod = nn.parallel.DistributedDataParallel(
             loss_mod, device_ids=[device.index] if device.type == "cuda" else None,
             find_unused_parameters=True)  # qualities absent from a batch leave priors unused
@@ -180,10 +191,11 @@ def main(argv=None) -> None:
     signal.signal(signal.SIGINT, lambda *_: stop.__setitem__("flag", True))
 
     def checkpoint():
+        # Weights and optimizer state in two files: each stays small enough to travel.
         if main_proc:
-            save_atomic({"config": config.to_dict(), "model": model.state_dict(), "opt": opt.state_dict(),
-                         "aux_opt": aux_opt.state_dict(), "step": step, "elapsed": elapsed,
-                         "sampler": sampler.state()}, ckpt_path)
+            save_atomic({"opt": opt.state_dict(), "aux_opt": aux_opt.state_dict()}, opt_path)
+            save_atomic({"config": config.to_dict(), "model": model.state_dict(), "step": step,
+                         "elapsed": elapsed, "sampler": sampler.state()}, ckpt_path)
 
     nq = model.n_qualities
     acc = {"n": 0, "loss": 0.0, "t": 0.0, "q": [[0, 0.0, 0.0] for _ in range(nq)], "sr": [0, 0.0]}
@@ -211,6 +223,10 @@ def main(argv=None) -> None:
         opt.step()
         aux = model.aux_loss()
         aux.backward()
+        if distributed:
+            for p in aux_params:
+                dist.all_reduce(p.grad)
+                p.grad /= world
         aux_opt.step()
         step += 1
         dt = time.time() - t0

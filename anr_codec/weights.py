@@ -111,9 +111,11 @@ def load_model(name_or_path: str | Path | None = None, device: str | torch.devic
         return lm
 
 
-def save_model(net: AnrModel, tables: list[dict], path: Path, name: str) -> bytes:
-    """Write a model file; returns its SHA-256."""
-    blob = {"format": FORMAT_TAG, "name": name, "config": net.config.to_dict(),
+def save_model(net: AnrModel, tables: list[dict], path: Path, name: str, step: int = 0,
+               elapsed: float = 0.0) -> bytes:
+    """Write a model file; returns its SHA-256. `step`/`elapsed` let training resume from it."""
+    blob = {"format": FORMAT_TAG, "name": name, "step": int(step), "elapsed": float(elapsed),
+            "config": net.config.to_dict(),
             "model": {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()},
             "tables": [{k: torch.from_numpy(v) for k, v in t.items()} for t in tables]}
     buf = io.BytesIO()

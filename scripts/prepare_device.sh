@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Prepare what a GPU training run on the `device` machine needs, inside the repo (ignored):
+#   .whl/          cp312 wheels of the packages that machine lacks
+#   .device-data/  the training images, compact enough to travel (< 64 MiB with the rest):
+#                  BSDS500 JPEGs byte-for-byte, the Wikipedia PNGs as JPEG quality 95
+# Usage (repo root): bash scripts/prepare_device.sh [../shared/data/train]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SRC=${1:-../shared/data/train}
+for p in /.whl/ /.device-data/ /.device-run/; do
+  grep -qxF "$p" .git/info/exclude || echo "$p" >> .git/info/exclude
+done
+if [ ! -d .whl ]; then
+  pip_dl() { python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+      --platform manylinux_2_34_x86_64 --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
+      --platform manylinux2014_x86_64 -d .whl "$@"; }
+  pip_dl compressai==1.2.8 constriction pytorch-msssim
+fi
+if [ ! -d .device-data ]; then
+  mkdir -p .device-data/bsds .device-data/wiki
+  cp "$SRC"/bsds500/train/*.jpg "$SRC"/bsds500/test/*.jpg .device-data/bsds/ 2>/dev/null || \
+    find "$SRC" -name '*.jpg' -exec cp {} .device-data/bsds/ \;
+  python3 - "$SRC" <<'PY'
+import sys
+from pathlib import Path
+from PIL import Image
+for p in sorted(Path(sys.argv[1]).rglob("*.png")):
+    Image.open(p).convert("RGB").save(Path(".device-data/wiki") / (p.stem + ".jpg"), quality=95, subsampling=0)
+PY
+fi
+du -sh .whl .device-data

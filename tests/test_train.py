@@ -1,0 +1,70 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from anr_codec import train
+from conftest import smooth_image
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def data_dir(tmp_path):
+    d = tmp_path / "imgs"
+    d.mkdir()
+    for i, (w, h) in enumerate([(70, 50), (40, 90), (64, 64)]):
+        Image.fromarray(smooth_image(w, h, seed=i)).save(d / f"{i}.png")
+    return d
+
+
+def _args(data_dir, tmp_path, steps, *extra):
+    return ["--data", str(data_dir), "--cache", str(tmp_path / "cache"), "--out", str(tmp_path / "run"),
+            "--steps", str(steps), "--batch", "2", "--crop", "32", "--sr-points", "64",
+            "--log-every", "1", "--ckpt-every", "100", "--sr-fraction", "0.5", *extra]
+
+
+def test_train_checkpoints_and_resumes(data_dir, tmp_path):
+    train.main(_args(data_dir, tmp_path, 2))
+    run = tmp_path / "run"
+    assert (run / "last.pt").exists() and (run / "last-opt.pt").exists()
+    state = torch.load(run / "last.pt", weights_only=True)
+    assert state["step"] == 2
+    before = {k: v.clone() for k, v in state["model"].items()}
+    train.main(_args(data_dir, tmp_path, 4))
+    state = torch.load(run / "last.pt", weights_only=True)
+    assert state["step"] == 4
+    assert any(not torch.equal(before[k], v) for k, v in state["model"].items())  # it really trained
+    log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [1, 2, 3, 4]
+    assert all(r["loss"] == r["loss"] for r in log)  # finite, not NaN
+
+
+def test_export_then_init_continues_step_count(data_dir, tmp_path):
+    from anr_codec.export import export
+    from anr_codec.weights import load_model
+    train.main(_args(data_dir, tmp_path, 2))
+    out = tmp_path / "m.pt"
+    manifest = export(tmp_path / "run" / "last.pt", out, "anr-test")
+    m = load_model(out)
+    assert m.name == "anr-test" and m.sha256.hex() == manifest["sha256"]
+    assert len(m.qualities) == len(m.tables)
+    args = _args(data_dir, tmp_path, 3, "--init", str(out))
+    args[args.index("--out") + 1] = str(tmp_path / "run2")
+    train.main(args)
+    assert torch.load(tmp_path / "run2" / "last.pt", weights_only=True)["step"] == 3
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="gloo over loopback")
+def test_distributed_training_with_gloo(data_dir, tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+           "-m", "anr_codec.train", *_args(data_dir, tmp_path, 2, "--threads", "1")]
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert torch.load(tmp_path / "run" / "last.pt", weights_only=True)["step"] == 2

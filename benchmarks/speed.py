@@ -1,36 +1,40 @@
-"""Encode/decode time, peak memory and decoder MACs per pixel of anr-codec.
+"""Speed, memory and cost of anr-codec beside compressai's bmshj2018-factorized, same run.
 
-    python benchmarks/speed.py [IMAGE] [--quality Q] [--threads N] [--runs R]
+    python benchmarks/speed.py [IMAGE] [--quality Q] [--threads 1,2] [--runs R] [--json OUT]
 
-Times are medians over R runs with the model already loaded. Peak memory is the
-process's maximum resident set size, measured in a fresh child process per operation
-so each figure includes torch and the model but nothing from the other operations.
+Times are medians over R runs with the model already loaded, for each torch thread
+count. Peak memory is the maximum resident set size of a fresh child process that loads
+the model, encodes once, and then runs only the measured operation (so each figure
+includes torch and the model). MACs per pixel come from torch.utils.flop_counter.
+compressai runs with untrained weights (timing does not depend on them) through its own
+compress()/decompress(), which include its entropy coder.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import resource
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 from anr_codec import Codec  # noqa: E402
 from anr_codec.container import parse  # noqa: E402
-from anr_codec.images import open_image  # noqa: E402
+from anr_codec.images import open_image, to_planes  # noqa: E402
 
-DEFAULT_IMAGE = Path(__file__).resolve().parents[1] / "anr_codec/samples/kodim23.png"
+DEFAULT_IMAGE = ROOT / "anr_codec/samples/kodim23.png"
 
 
-def timed(fn, runs):
-    fn()  # warm-up
+def median_time(fn, runs: int) -> float:
+    fn()  # warm-up: first-call allocations and lazy initialisation are not what we measure
     ts = []
     for _ in range(runs):
         t = time.perf_counter()
@@ -39,57 +43,96 @@ def timed(fn, runs):
     return statistics.median(ts)
 
 
-def decoder_macs_per_pixel(codec: Codec, data: bytes) -> tuple[float, float]:
-    """(token network + ANR) MACs per output pixel at scale 1, and the encoder's per input pixel."""
-    m = codec.model
+def macs(fn) -> float:
+    with torch.no_grad(), FlopCounterMode(display=False) as fc:
+        fn()
+    return fc.get_total_flops() / 2
+
+
+def anr_figures(img, q: int, runs: int) -> dict:
+    codec = Codec(quality=q, device="cpu")
+    data = codec.encode(img)
     f = parse(data)
     hd = f.header
-    sym = m.coder(hd.quality).decode(f.payload, hd.latent_shape)
-    with torch.inference_mode(), FlopCounterMode(display=False) as fc:
-        codec._render(m, sym, hd, hd.width, hd.height)
-    dec = fc.get_total_flops() / 2 / (hd.width * hd.height)
+    m = codec.model
+    sym = m.coder(q).decode(f.payload, hd.latent_shape)
+    px = hd.width * hd.height
     x = torch.rand(1, 3, -(-hd.height // 16) * 16, -(-hd.width // 16) * 16)
-    with torch.inference_mode(), FlopCounterMode(display=False) as fc:
-        m.net.analysis(x, hd.quality - 1)
-    enc = fc.get_total_flops() / 2 / (hd.width * hd.height)
-    return dec, enc
+    return {"bytes": len(data),
+            "encode_s": median_time(lambda: codec.encode(img), runs),
+            "decode_s_scale1": median_time(lambda: codec.decode(data), runs),
+            "decode_s_scale4": median_time(lambda: codec.decode(data, scale=4), max(1, runs // 2)),
+            "encoder_macs_per_px": macs(lambda: m.net.analysis(x, q - 1)) / px,
+            "decoder_macs_per_px": macs(lambda: codec._render(m, sym, hd, hd.width, hd.height)) / px}
 
 
-def peak_rss_child(op: str, image: Path, quality: int, threads: int) -> float:
-    """Run one operation in a fresh process; return its peak RSS in MiB."""
-    code = (
-        "import resource, sys, torch; sys.path.insert(0, %r)\n"
-        "torch.set_num_threads(%d)\n"
-        "from anr_codec import Codec\n"
-        "c = Codec(quality=%d, device='cpu'); d = c.encode(%r)\n"
-        "%s\n"
-        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)\n"
-    ) % (str(Path(__file__).resolve().parents[1]), threads, quality, str(image),
-         {"decode1": "c.decode(d)", "decode4": "c.decode(d, scale=4)", "encode": "c.encode(%r)" % str(image)}[op])
+def compressai_figures(rgb: np.ndarray, runs: int) -> dict:
+    from compressai.zoo import bmshj2018_factorized
+    net = bmshj2018_factorized(quality=3, pretrained=False).eval().requires_grad_(False)
+    net.update(force=True)
+    h, w = rgb.shape[:2]
+    x = torch.from_numpy(rgb.copy()).permute(2, 0, 1)[None].float() / 255
+    x = torch.nn.functional.pad(x, (0, (-w) % 64, 0, (-h) % 64), mode="replicate")
+    with torch.inference_mode():
+        enc = net.compress(x)
+
+        def decode():
+            return net.decompress(enc["strings"], enc["shape"])
+        y = net.g_a(x)
+        return {"encode_s": median_time(lambda: net.compress(x), runs),
+                "decode_s_scale1": median_time(decode, runs),
+                "encoder_macs_per_px": macs(lambda: net.g_a(x)) / (h * w),
+                "decoder_macs_per_px": macs(lambda: net.g_s(torch.round(y))) / (h * w)}
+
+
+CHILD = """
+import resource, sys, torch
+sys.path.insert(0, {root!r})
+torch.set_num_threads({threads})
+from anr_codec import Codec
+c = Codec(quality={q}, device='cpu')
+data = c.encode({image!r})
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+{op}
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(before / 1024, after / 1024)
+"""
+OPS = {"encode": "c.encode({image!r})", "decode_scale1": "c.decode(data)", "decode_scale4": "c.decode(data, scale=4)"}
+
+
+def peak_rss_mib(op: str, image: Path, q: int, threads: int) -> dict:
+    code = CHILD.format(root=str(ROOT), threads=threads, q=q, image=str(image),
+                        op=OPS[op].format(image=str(image)))
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    return float(out.stdout.strip().splitlines()[-1])
+    before, after = map(float, out.stdout.split()[-2:])
+    return {"peak_rss_mib": round(after, 1), "peak_before_op_mib": round(before, 1)}
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("image", type=Path, nargs="?", default=DEFAULT_IMAGE)
     ap.add_argument("--quality", type=int, default=None)
-    ap.add_argument("--threads", type=int, default=torch.get_num_threads())
+    ap.add_argument("--threads", default="1,2")
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--json", type=Path)
     a = ap.parse_args()
-    torch.set_num_threads(a.threads)
-    codec = Codec(device="cpu")
-    q = a.quality or codec.qualities()[len(codec.qualities()) // 2]
     img = open_image(a.image)
-    data = codec.encode(img, quality=q)
-    res = {"image": a.image.name, "size": f"{img.width}x{img.height}", "quality": q, "threads": a.threads,
-           "encode_s": timed(lambda: codec.encode(img, quality=q), a.runs),
-           "decode_s_scale1": timed(lambda: codec.decode(data), a.runs),
-           "decode_s_scale4": timed(lambda: codec.decode(data, scale=4), max(1, a.runs // 2))}
-    res["decoder_macs_per_px"], res["encoder_macs_per_px"] = decoder_macs_per_pixel(codec, data)
-    for op in ("encode", "decode1", "decode4"):
-        res[f"peak_rss_mib_{op}"] = peak_rss_child(op, a.image, q, a.threads)
-    print(json.dumps(res, indent=2))
+    rgb = to_planes(img)[0]
+    q = a.quality or Codec(device="cpu").qualities()[-1] // 2 + 1
+    res = {"image": a.image.name, "size": f"{img.width}x{img.height}", "quality": q,
+           "cpu": f"{torch.get_num_threads()} torch threads available", "by_threads": {}}
+    for t in [int(v) for v in a.threads.split(",")]:
+        torch.set_num_threads(t)
+        row = {"anr": anr_figures(img, q, a.runs), "bmshj2018_factorized": compressai_figures(rgb, a.runs)}
+        row["anr"]["memory"] = {op: peak_rss_mib(op, a.image, q, t) for op in OPS}
+        an, cz = row["anr"], row["bmshj2018_factorized"]
+        row["ratio_anr_over_compressai"] = {k: round(an[k] / cz[k], 2) for k in cz}
+        res["by_threads"][str(t)] = row
+        print(f"threads={t}: " + json.dumps(row), file=sys.stderr)
+    text = json.dumps(res, indent=2)
+    print(text)
+    if a.json:
+        a.json.write_text(text + "\n")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# The numbers in the README and the model card: Kodak RD of every shipped quality beside
+# Pillow's JPEG, WebP, JPEG 2000 and AVIF measured in the same run, plus the published
+# CompressAI curves for reference, and the super-resolution table on Set5 + Set14.
+# Usage (repo root): bash benchmarks/kodak.sh [../shared]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SHARED=${1:-../shared}
+OUT=benchmarks/results
+mkdir -p "$OUT"
+anrc eval "$SHARED/data/kodak" --baselines jpeg,webp,jpeg2000,avif \
+  --reference "$SHARED/anchors/kodak_compressai_published.tsv" \
+  --json "$OUT/kodak.json" --plot "$OUT/kodak.png" -f | tee "$OUT/kodak.txt"
+for set in Set5 Set14; do
+  anrc eval-sr "$SHARED/data/sr/$set" --scale 2,3,4 --json "$OUT/sr-$set.json" -f | tee "$OUT/sr-$set.txt"
+done

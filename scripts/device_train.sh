@@ -1,25 +1,31 @@
 #!/usr/bin/env bash
-# One-shot training on the `device` GPU machine. Resumes from .device-run/ (the previous
-# run's checkpoint, carried back in) or else from the shipped model, trains MINUTES of
-# wall time, and leaves last.pt, last-opt.pt (each < 16 MiB) and log.jsonl under $OUT.
-# Run `bash scripts/prepare_device.sh` here first; then call the device tool with
-#   carry: [".whl", ".device-data", ".device-run"]
+# One-shot training on the `device` GPU machine: start from the newest weights, train
+# MINUTES of wall time, leave last.pt (weights + step count, < 16 MiB) and log.jsonl
+# under $OUT. The newest weights are .device-run/last.pt when carried (a checkpoint that
+# came back from an earlier call), else the shipped pretrained/anr-v1.pt (its step count
+# continues). Adam's moments do not travel (they would not fit beside the data), so each
+# call restarts them, which costs a few hundred steps of warm-up at most.
+#
+# Here, first: bash scripts/prepare_device.sh
+# Then the device tool: carry [".whl", ".device-data"] (+ ".device-run" if you made one),
 #   command: bash scripts/device_train.sh 9
+# Afterwards: python -m anr_codec.export <files_at>/last.pt pretrained/anr-v1.pt --name anr-v1 ...
 set -euo pipefail
 MINUTES=${1:-9}
 shift || true
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
-OUT=${OUT:-/tmp/out}
-mkdir -p "$OUT"
-INIT=()
+OUT=${OUT:-/tmp/device-out}
+RUN=/tmp/device-run
+mkdir -p "$OUT" "$RUN"
 if [ -f .device-run/last.pt ]; then
-  cp .device-run/last*.pt "$OUT"/
-  [ -f .device-run/log.jsonl ] && cp .device-run/log.jsonl "$OUT"/
+  cp .device-run/last.pt "$RUN"/
+  INIT=()
 else
   INIT=(--init pretrained/anr-v1.pt)
 fi
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
-python3 -m anr_codec.train --data .device-data --cache /tmp/pixel-cache --out "$OUT" \
-  --minutes "$MINUTES" --batch 32 --crop 128 --ckpt-every 1000 "${INIT[@]}" "$@" 2>&1 | tail -n 40
+python3 -m anr_codec.train --data .device-data --cache /tmp/pixel-cache --out "$RUN" \
+  --minutes "$MINUTES" --batch 32 --crop 128 --ckpt-every 1000 "${INIT[@]}" "$@" 2>&1 | tail -n 30
+cp "$RUN"/last.pt "$RUN"/log.jsonl "$OUT"/
 ls -la "$OUT"

@@ -2,7 +2,7 @@
 # Prepare what a GPU training run on the `device` machine needs, inside the repo (ignored):
 #   .whl/          cp312 wheels of the packages that machine lacks
 #   .device-data/  the training images, compact enough to travel (< 64 MiB with the rest):
-#                  BSDS500 JPEGs byte-for-byte, the Wikipedia PNGs as JPEG quality 95
+#                  BSDS500 JPEGs byte-for-byte, the Wikipedia PNGs as JPEG quality 90
 # Usage (repo root): bash scripts/prepare_device.sh [../shared/data/train]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,7 +25,8 @@ import sys
 from pathlib import Path
 from PIL import Image
 for p in sorted(Path(sys.argv[1]).rglob("*.png")):
-    Image.open(p).convert("RGB").save(Path(".device-data/wiki") / (p.stem + ".jpg"), quality=95, subsampling=0)
+    Image.open(p).convert("RGB").save(Path(".device-data/wiki") / (p.stem + ".jpg"), quality=90, subsampling=0)
 PY
 fi
 du -sh .whl .device-data
+echo "tracked files: $(git ls-files -z | xargs -0 du -cb | tail -1 | cut -f1) bytes (all that travels must stay under 64 MiB)"

@@ -13,7 +13,9 @@
 set -euo pipefail
 MINUTES=${1:-9}
 shift || true
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+# The GPU machine lacks these packages; elsewhere (a CPU trial run) they are installed.
+python3 -c "import compressai, constriction" 2>/dev/null || \
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/device-out}
 RUN=/tmp/device-run

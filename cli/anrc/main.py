@@ -28,23 +28,28 @@ def _fail_cleanly(fn):
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        from anr_codec import AnrError
         try:
             return fn(*args, **kwargs)
         except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise
-        except (AnrError, CliError) as e:
-            _die(str(e))
-        except OSError as e:
-            _die(f"{e.filename + ': ' if e.filename else ''}{e.strerror or e}")
         except KeyboardInterrupt:
             _die("interrupted", code=130)
-        except Exception as e:  # a bug, not bad input: still one line unless asked for detail
-            if os.environ.get("ANRC_DEBUG"):
-                raise
-            _die(f"internal error: {type(e).__name__}: {e} (set ANRC_DEBUG=1 for a traceback)")
+        except Exception as e:
+            _die(_error_line(e))
 
     return wrapper
+
+
+def _error_line(e: BaseException) -> str:
+    """One line for an expected failure (also used per file in batches)."""
+    from anr_codec import AnrError
+    if isinstance(e, (AnrError, CliError)):
+        return str(e)
+    if isinstance(e, OSError):
+        return f"{f'{e.filename}: ' if e.filename else ''}{e.strerror or e}"
+    if os.environ.get("ANRC_DEBUG"):  # a bug, not bad input: still one line unless asked for detail
+        raise e
+    return f"internal error: {type(e).__name__}: {e} (set ANRC_DEBUG=1 for a traceback)"
 
 
 def _die(msg: str, code: int = EXIT_ERROR):
@@ -54,11 +59,7 @@ def _die(msg: str, code: int = EXIT_ERROR):
 
 def write_atomic(path: Path, data: bytes, force: bool, inputs: list[Path] = ()) -> None:
     """Write via a temporary file in the same folder and rename, so no partial file is left."""
-    if path.exists():
-        if any(_same_file(path, p) for p in inputs):
-            raise CliError(f"{path}: refusing to overwrite an input file")
-        if not force:
-            raise CliError(f"{path} exists (use -f to overwrite)")
+    check_target(path, force, inputs)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
     try:
         with os.fdopen(fd, "wb") as f:
@@ -67,6 +68,15 @@ def write_atomic(path: Path, data: bytes, force: bool, inputs: list[Path] = ()) 
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def check_target(path: Path, force: bool, inputs: list[Path] = ()) -> None:
+    """Refuse an output that would replace an input, or an existing file without -f."""
+    if path.exists():
+        if any(_same_file(path, p) for p in inputs):
+            raise CliError(f"{path}: refusing to overwrite an input file")
+        if not force:
+            raise CliError(f"{path} exists (use -f to overwrite)")
 
 
 def _same_file(a: Path, b: Path) -> bool:

@@ -14,7 +14,7 @@ from .container import Header
 from .errors import AnrError
 
 __version__ = "0.1.0"
-__all__ = ["AnrError", "Codec", "Header", "decode", "encode", "info", "qualities",
+__all__ = ["AnrError", "Codec", "Header", "decode", "encode", "info", "qualities", "register_pillow",
            "DEFAULT_QUALITY", "DEFAULT_MAX_PIXELS", "__version__"]
 
 _default: Codec | None = None
@@ -45,3 +45,12 @@ def info(data) -> Header:
 def qualities() -> list[int]:
     """The available quality levels; 1 gives the smallest files."""
     return _codec().qualities()
+
+
+def register_pillow(codec: Codec | None = None) -> None:
+    """Teach Pillow the .anr format: `Image.open("x.anr")`, `img.save("y.anr", quality=4)`.
+
+    `codec` picks the device and model the plugin uses (default: the shared codec).
+    """
+    from . import pillow
+    pillow.register(codec)

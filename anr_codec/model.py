@@ -11,9 +11,15 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 
+import warnings
+
 import torch
-from compressai.entropy_models import EntropyBottleneck
 from torch import nn
+
+with warnings.catch_warnings():
+    # compressai's import runs torch.jit.script, which warns on every start: noise on stderr.
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    from compressai.entropy_models import EntropyBottleneck
 
 from .anr import ANRDecoder
 from .encoder import STRIDE, HyperEncoder

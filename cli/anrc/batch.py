@@ -6,6 +6,7 @@ the codec at module level: `anrc --help` must stay instant.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import glob
 import os
@@ -188,12 +189,21 @@ def plan(args: Iterable[str], output: str | None, *, recursive: bool, accept: Ca
 
 # -- running ------------------------------------------------------------------------
 
-def set_workers(jobs: int) -> None:
-    """Split the cores between the workers: torch threads per worker = cores // jobs."""
-    if jobs > 1:
-        import torch
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        torch.set_num_threads(max(1, cores // jobs))
+@contextlib.contextmanager
+def workers(jobs: int):
+    """Split the cores between the workers (torch threads per worker = cores // jobs),
+    restoring torch's setting afterwards for callers that live on (tests, notebooks)."""
+    if jobs <= 1:
+        yield
+        return
+    import torch
+    before = torch.get_num_threads()
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    torch.set_num_threads(max(1, cores // jobs))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 class Progress:
@@ -204,6 +214,7 @@ class Progress:
     def __init__(self, total: int):
         self.total, self.done = total, 0
         self.enabled = total > 1 and sys.stderr.isatty()
+        self._draw()
 
     def line(self, text: str, err: bool = True) -> None:
         """Print a line of output (stderr or stdout) above the bar."""
@@ -255,24 +266,30 @@ def _outcomes(items: list[Item], work, jobs: int):
 
 
 def run(items: list[Item], work: Callable[[Item], dict], *, jobs: int, report: Callable[[dict, Progress], None],
-        describe: Callable[[BaseException], str]) -> bool:
-    """Process every item, reporting each as it finishes and a summary at the end on
-    stderr. A failed file is reported in one line and the others go on. -> all ok?"""
+        describe: Callable[[BaseException], str], summary: bool = True) -> bool:
+    """Process every item, reporting each as it finishes and (`summary`) a progress bar
+    and a summary at the end on stderr. A failed file is reported in one line and the
+    others go on. -> all ok?"""
     t0 = time.perf_counter()
-    progress = Progress(len(items))
+    progress = Progress(len(items) if summary else 0)
     ok: list[dict] = []
     failed = 0
     try:
         for item, out in _outcomes(items, work, jobs):
             if isinstance(out, BaseException):
                 failed += 1
-                progress.line(f"anrc: error: {item.name}: {describe(out)}")
+                msg = describe(out)
+                if not msg.startswith(f"{item.name}: "):  # OSErrors name their file already
+                    msg = f"{item.name}: {msg}"
+                progress.line(f"anrc: error: {msg}")
             else:
                 ok.append(out)
                 report(out, progress)
             progress.step()
     finally:
         progress.close()
+    if not summary:
+        return failed == 0
     secs = time.perf_counter() - t0
     total = sum(s.get("bytes", 0) for s in ok)
     bpps = [s["bpp"] for s in ok if s.get("bpp") is not None]

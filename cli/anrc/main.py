@@ -1,13 +1,15 @@
 """`anrc`: the command-line front end of anr-codec.
 
-Statistics go to stderr (JSON lines with --json on stdout), errors are one line on
-stderr with exit code 1, usage errors exit 2 (click's convention).
+Statistics go to stderr (JSON lines with --json on stdout, or on stderr when stdout
+carries the data), errors are one line on stderr with exit code 1, usage errors exit 2
+(click's convention). Batches and pipes are in batch.py.
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import math
 import os
 import sys
 import tempfile
@@ -104,17 +106,83 @@ def _psnr(a, b) -> float:
     return float("inf") if mse == 0 else 10 * np.log10(255.0 ** 2 / mse)
 
 
-def _report(stats: dict, as_json: bool) -> None:
+def _jsonable(stats: dict) -> dict:
+    # A lossless result has PSNR inf, which strict JSON (jq, JavaScript) cannot read.
+    return {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in stats.items()}
+
+
+def _report(stats: dict, as_json: bool, data_on_stdout: bool = False, progress=None) -> None:
+    """One line per file: JSON on stdout (stderr when stdout carries the data), text on stderr."""
     if as_json:
-        click.echo(json.dumps(stats))
+        text, err = json.dumps(_jsonable(stats)), data_on_stdout
     else:
-        parts = [f"{k}={v}" for k, v in stats.items() if k != "path"]
-        click.echo(f"{stats.get('path', '')}: " + " ".join(parts), err=True)
+        rest = " ".join(f"{k}={v}" for k, v in stats.items() if k not in ("path", "output"))
+        text, err = f"{stats['path']} -> {stats['output']}: {rest}", True
+    if progress is not None:
+        progress.line(text, err=err)
+    else:
+        click.echo(text, err=err)
+
+
+def _run(plan, work, jobs: int, report, summary: bool = True) -> None:
+    """Run one file like a one-file tool (its error ends the command), or a batch that
+    reports each failure, goes on, prints a summary and exits 1 if anything failed."""
+    from . import batch
+    if plan.single:
+        item = plan.items[0]
+        if item.error is not None:
+            raise item.error
+        report(work(item), None)
+        return
+    with batch.workers(jobs):
+        ok = batch.run(plan.items, work, jobs=jobs, report=report, describe=_error_line, summary=summary)
+    if not ok:
+        sys.exit(EXIT_ERROR)
+
+
+def _check_stdio(plan, data_in: str, data_out: str | None = None) -> None:
+    """Binary data never goes to or comes from a terminal (gzip's rule)."""
+    from . import batch
+    if plan.to_stdout and batch.stdout_is_terminal():
+        raise CliError(f"refusing to write {data_out} to a terminal (redirect stdout, or give -o FILE)")
+    if plan.items and plan.items[0].src is None and batch.stdin_is_terminal():
+        raise CliError(f"refusing to read {data_in} from a terminal (pipe or redirect it into stdin)")
+
+
+def _read_input(item) -> bytes:
+    from . import batch
+    return batch.read_stdin() if item.src is None else item.src.read_bytes()
+
+
+def _write_output(item, data: bytes, force: bool) -> None:
+    from . import batch
+    if item.dst is None:
+        batch.write_stdout(data)
+        return
+    if item.make_dirs:
+        item.dst.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(item.dst, data, force, [item.src] if item.src is not None else [])
+
+
+def _check_early(item, force: bool) -> None:
+    """Skip the network for an output that could not be written anyway (re-running a batch)."""
+    if item.dst is not None:
+        check_target(item.dst, force, [item.src] if item.src is not None else [])
 
 
 device_option = click.option("--device", default="auto", show_default=True,
                              type=click.Choice(["auto", "cpu", "cuda"]), help="where the network runs")
 model_option = click.option("--model", default=None, help="model name or .pt file (default: the shipped model)")
+output_option = click.option(
+    "-o", "--output", metavar="PATH",
+    help="output file; with several inputs, a folder or a glob, an output folder (created if needed, "
+         "subfolders kept); - for stdout")
+recursive_option = click.option("-r", "--recursive", is_flag=True,
+                                help="folder arguments: take files from their subfolders too")
+jobs_option = click.option("-j", "--jobs", type=click.IntRange(min=1), default=1, show_default=True, metavar="N",
+                           help="files processed at once (worker threads sharing the cores)")
+json_option = click.option("--json", "as_json", is_flag=True,
+                           help="one JSON object per file on stdout (stderr when -o - writes data there)")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -127,133 +195,208 @@ def cli():
       anrc encode photo.png              # writes photo.anr
       anrc decode photo.anr --scale 4    # writes photo.png at 4x the size
       anrc info photo.anr --json
+      anrc encode -r photos/ -o anr/ -j 2          # a folder tree, 2 workers
+      anrc encode - -o - < a.png > a.anr           # pipes
+      anrc decode - -o - --format png < a.anr | display
     """
 
 
 @cli.command()
-@click.argument("inputs", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
-              help="output file (default: input with suffix .anr)")
+@click.argument("inputs", nargs=-1, required=True, metavar="INPUT...")
+@output_option
 @click.option("-q", "--quality", type=int, default=None, help="quality level, 1 = smallest files (see `anrc info --qualities`)")
+@recursive_option
+@jobs_option
 @click.option("-f", "--force", is_flag=True, help="overwrite existing outputs")
 @click.option("--psnr/--no-psnr", default=True, show_default=True, help="decode once to report PSNR")
-@click.option("--json", "as_json", is_flag=True, help="print one JSON object per file on stdout")
+@json_option
 @device_option
 @model_option
 @_fail_cleanly
-def encode(inputs, output, quality, force, psnr, as_json, device, model):
+def encode(inputs, output, quality, recursive, jobs, force, psnr, as_json, device, model):
     """Encode images to .anr files.
 
+    INPUT is an image file, a folder of images, a glob pattern ('*.png', quoted or not)
+    or - for stdin. Without -o each output goes beside its input (or to stdout for -).
+
     \b
-    Example:
+    Examples:
       anrc encode kodim23.png -q 5       # kodim23.anr, statistics on stderr
+      anrc encode a.png b.jpg 'more/*.png' -o out/
+      anrc encode -r photos/ -o anr/ -j 2 --json > stats.jsonl
+      cat a.png | anrc encode - -o - > a.anr
     """
     from anr_codec import Codec
-    from anr_codec.images import open_image, to_planes
-    if output is not None and len(inputs) > 1:
-        raise click.UsageError("-o names one output file; give one input with it")
+
+    from . import batch
+    suffixes = batch.image_suffixes()
+    plan = batch.plan(inputs, output, recursive=recursive, out_suffix=".anr",
+                      accept=lambda p: p.suffix.lower() in suffixes)
+    _check_stdio(plan, "image data", ".anr data")
     codec = Codec(quality=quality, device=device, model=model)
-    for src in inputs:
-        dst = output or src.with_suffix(".anr")
-        t0 = time.perf_counter()
-        img = open_image(src)
-        data = codec.encode(img)
-        secs = time.perf_counter() - t0
-        hd = codec.info(data)
-        stats = {"path": str(dst), "width": hd.width, "height": hd.height, "mode": hd.mode,
-                 "quality": hd.quality, "bytes": len(data),
-                 "bpp": round(8 * len(data) / (hd.width * hd.height), 4), "encode_s": round(secs, 3)}
-        if psnr:
-            rgb, _, _ = to_planes(img)
-            rec, _, _ = to_planes(codec.decode(data))
-            stats["psnr"] = round(_psnr(rgb, rec), 3)
-        write_atomic(dst, data, force, [src])
-        _report(stats, as_json)
+    codec.model  # load it now: a bad --model fails once, not once per file or worker
+
+    def work(item):
+        return _encode_one(codec, item, force, psnr)
+
+    _run(plan, work, jobs, lambda stats, progress: _report(stats, as_json, plan.to_stdout, progress))
+
+
+def _encode_one(codec, item, force: bool, psnr: bool) -> dict:
+    from anr_codec.container import read_header
+    from anr_codec.images import open_image, to_planes
+    _check_early(item, force)
+    t0 = time.perf_counter()
+    img = open_image(_read_input(item) if item.src is None else item.src)
+    data = codec.encode(img)
+    secs = time.perf_counter() - t0
+    hd = read_header(data)
+    stats = {"path": item.name, "output": item.out_name, "width": hd.width, "height": hd.height,
+             "mode": hd.mode, "quality": hd.quality, "bytes": len(data),
+             "bpp": round(8 * len(data) / (hd.width * hd.height), 4), "seconds": round(secs, 3)}
+    if psnr:
+        rgb, _, _ = to_planes(img)
+        rec, _, _ = to_planes(codec.decode(data))
+        stats["psnr"] = round(_psnr(rgb, rec), 3)
+    _write_output(item, data, force)
+    return stats
 
 
 @cli.command()
-@click.argument("inputs", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
-              help="output image (default: input with suffix .png); the suffix picks the format")
+@click.argument("inputs", nargs=-1, required=True, metavar="INPUT...")
+@output_option
 @click.option("-s", "--scale", type=float, default=None, help="output size as a multiple of the coded size")
 @click.option("--size", "size_str", default=None, metavar="WxH", help="output size in pixels")
+@click.option("--format", "fmt", default=None, metavar="EXT",
+              help="image format (png, jpg, webp, tif, ...) where no output file suffix picks one: "
+                   "stdout, default names, -o folders  [default: png]")
+@recursive_option
+@jobs_option
 @click.option("-f", "--force", is_flag=True, help="overwrite existing outputs")
 @click.option("--max-pixels", type=int, default=None, help="largest output allowed (default 256 megapixels)")
-@click.option("--json", "as_json", is_flag=True, help="print one JSON object per file on stdout")
+@json_option
 @device_option
 @model_option
 @_fail_cleanly
-def decode(inputs, output, scale, size_str, force, max_pixels, as_json, device, model):
+def decode(inputs, output, scale, size_str, fmt, recursive, jobs, force, max_pixels, as_json, device, model):
     """Decode .anr files to images, at any resolution.
+
+    INPUT is an .anr file, a folder of them, a glob pattern or - for stdin. Without -o
+    each output goes beside its input (or to stdout for -).
 
     \b
     Examples:
       anrc decode kodim23.anr                   # kodim23.png, coded size
       anrc decode kodim23.anr --scale 4 -o big.png
       anrc decode kodim23.anr --size 1920x1280
+      anrc decode -r anr/ -o png/ -j 2 --format webp
+      anrc decode - -o - --format png < a.anr > a.png
     """
     from anr_codec import Codec
+
+    from . import batch
     if scale is not None and size_str is not None:
         raise click.UsageError("give --scale or --size, not both")
-    if output is not None and len(inputs) > 1:
-        raise click.UsageError("-o names one output file; give one input with it")
     size = _parse_size(size_str)
+    ext = "." + (fmt or "png").lower().lstrip(".")
+    default_format = _format_for_suffix(ext)
+    if default_format is None:
+        raise click.BadParameter(f"unknown image format {fmt!r}", param_hint="--format")
+    plan = batch.plan(inputs, output, recursive=recursive, out_suffix=ext,
+                      accept=lambda p: p.suffix.lower() == ".anr")
+    dst = plan.items[0].dst if plan.single else None
+    if fmt is not None and dst is not None and dst.suffix and _format_for_suffix(dst.suffix) != default_format:
+        raise click.UsageError(f"--format {fmt} disagrees with the suffix of {dst}")
+    _check_stdio(plan, ".anr data", "image data")
     codec = Codec(device=device, model=model)
-    for src in inputs:
-        dst = output or src.with_suffix(".png")
-        t0 = time.perf_counter()
-        img = codec.decode(src, scale=scale or 1.0, size=size, max_pixels=max_pixels)
-        secs = time.perf_counter() - t0
-        import io
-        buf = io.BytesIO()
-        fmt = _format_for(dst)
-        try:
-            img.save(buf, format=fmt)
-        except (KeyError, ValueError, OSError) as e:
-            raise CliError(f"{dst}: cannot write {fmt} ({e})") from None
-        write_atomic(dst, buf.getvalue(), force, [src])
-        _report({"path": str(dst), "width": img.width, "height": img.height, "mode": img.mode,
-                 "decode_s": round(secs, 3)}, as_json)
+    codec.model  # load it now: a bad --model fails once, not once per file or worker
+
+    def work(item):
+        target = default_format if item.dst is None or not item.dst.suffix else _format_for(item.dst)
+        return _decode_one(codec, item, force, target, scale, size, max_pixels)
+
+    _run(plan, work, jobs, lambda stats, progress: _report(stats, as_json, plan.to_stdout, progress))
+
+
+def _decode_one(codec, item, force: bool, fmt: str, scale, size, max_pixels) -> dict:
+    import io
+
+    from anr_codec.container import read_header
+    _check_early(item, force)
+    data = _read_input(item)
+    t0 = time.perf_counter()
+    img = codec.decode(data, scale=scale or 1.0, size=size, max_pixels=max_pixels)
+    secs = time.perf_counter() - t0
+    hd = read_header(data)
+    buf = io.BytesIO()
+    try:
+        img.save(buf, format=fmt)
+    except (KeyError, ValueError, OSError) as e:
+        raise CliError(f"{item.out_name}: cannot write {fmt} ({e})") from None
+    _write_output(item, buf.getvalue(), force)
+    return {"path": item.name, "output": item.out_name, "width": img.width, "height": img.height,
+            "mode": img.mode, "quality": hd.quality, "bytes": len(data),
+            "bpp": round(8 * len(data) / (hd.width * hd.height), 4), "seconds": round(secs, 3)}
+
+
+def _format_for_suffix(suffix: str) -> str | None:
+    """Pillow's writable format for a file suffix, or None."""
+    from PIL import Image
+    Image.init()
+    fmt = Image.EXTENSION.get(suffix.lower())
+    return fmt if fmt in Image.SAVE else None
 
 
 def _format_for(path: Path) -> str:
-    from PIL import Image
-    Image.init()
-    fmt = Image.EXTENSION.get(path.suffix.lower())
+    fmt = _format_for_suffix(path.suffix)
     if fmt is None:
         raise CliError(f"{path}: unknown image format for suffix {path.suffix or '(none)'!r}")
     return fmt
 
 
 @cli.command()
-@click.argument("inputs", nargs=-1, type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--json", "as_json", is_flag=True, help="print JSON on stdout")
+@click.argument("inputs", nargs=-1, metavar="[INPUT]...")
+@recursive_option
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object per file on stdout")
 @click.option("--qualities", is_flag=True, help="list the model's quality levels")
 @model_option
 @_fail_cleanly
-def info(inputs, as_json, qualities, model):
-    """Show the header of .anr files (size, mode, quality, model).
+def info(inputs, recursive, as_json, qualities, model):
+    """Show the header of .anr files (size, mode, quality, model); reads no pixels.
+
+    INPUT is an .anr file, a folder of them, a glob pattern or - for stdin.
 
     \b
-    Example:
+    Examples:
       anrc info kodim23.anr --json
+      anrc info -r anr/ --json | jq .bpp
     """
-    from anr_codec import Codec
-    codec = Codec(device="cpu", model=model)
-    if qualities:
-        qs = codec.qualities()
-        click.echo(json.dumps({"qualities": qs}) if as_json else " ".join(map(str, qs)))
+    from anr_codec.container import read_header
+
+    from . import batch
     if not inputs and not qualities:
         raise click.UsageError("give .anr files or --qualities")
-    for src in inputs:
-        data = src.read_bytes()
-        hd = codec.info(data)
-        d = {"path": str(src), **hd.to_dict(), "bytes": len(data),
-             "bpp": round(8 * len(data) / (hd.width * hd.height), 4)}
-        if as_json:
-            click.echo(json.dumps(d))
-        else:
-            click.echo("\n".join([f"{src}:"] + [f"  {k}: {v}" for k, v in d.items() if k != "path"]))
+    plan = batch.plan(inputs, None, recursive=recursive, out_suffix=None,
+                      accept=lambda p: p.suffix.lower() == ".anr")
+    _check_stdio(plan, ".anr data")
+    if qualities:
+        from anr_codec import Codec
+        qs = Codec(device="cpu", model=model).qualities()
+        click.echo(json.dumps({"qualities": qs}) if as_json else " ".join(map(str, qs)))
+
+    def work(item):
+        data = _read_input(item)
+        hd = read_header(data)
+        return {"path": item.name, **hd.to_dict(), "bytes": len(data),
+                "bpp": round(8 * len(data) / (hd.width * hd.height), 4)}
+
+    def report(d, progress):
+        text = json.dumps(d) if as_json else "\n".join(
+            [f"{d['path']}:"] + [f"  {k}: {v}" for k, v in d.items() if k != "path"])
+        progress.line(text, err=False) if progress is not None else click.echo(text)
+
+    if plan.items:
+        _run(plan, work, 1, report, summary=False)  # a header listing, not a conversion
 
 
 @cli.command()
@@ -263,7 +406,12 @@ def info(inputs, as_json, qualities, model):
 @device_option
 @_fail_cleanly
 def demo(quality, out_dir, force, device):
-    """Encode the bundled sample, decode it at scale 1 and 4, print bpp and PSNR."""
+    """Encode the bundled sample, decode it at scale 1 and 4, print bpp and PSNR.
+
+    \b
+    Example:
+      anrc demo -q 3 --out-dir /tmp/anr-demo
+    """
     from importlib import resources
 
     from anr_codec import Codec

@@ -14,14 +14,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import container
+from . import container, tiling
 from .container import AnrFile, Header
 from .entropy import SYMBOL_LIMIT, symbols_checksum
 from .errors import AnrError
 from .images import from_planes, open_image, to_planes
-from .model import pad_to_multiple
-from .tokens import TOKEN_STRIDE
-from .weights import DEFAULT_MODEL, LoadedModel, load_model, resolve
+from .weights import DEFAULT_MODEL, LoadedModel, installed_hash16, load_model
 
 DEFAULT_QUALITY = 5
 DEFAULT_MAX_PIXELS = 256_000_000   # like Pillow's decompression-bomb guard; raise it explicitly
@@ -87,11 +85,12 @@ class Codec:
         m = self.model
         if header.model_hash == m.hash16:
             return m
-        try:
-            name, _, _ = resolve(header.model_name)
-            other = load_model(name, self.device)
-        except AnrError:
-            other = None
+        other = None
+        if installed_hash16(header.model_name) == header.model_hash:  # a name, never a path from the file
+            try:
+                other = load_model(header.model_name, self.device)
+            except AnrError:
+                pass
         if other is None or other.hash16 != header.model_hash:
             raise AnrError(f"file was written by model {header.model_name!r} "
                            f"(hash {header.model_hash.hex()[:16]}), which is not installed")
@@ -102,15 +101,14 @@ class Codec:
     def encode(self, image, quality: int | None = None) -> bytes:
         """Encode a PIL image, a path, bytes of an image file, or an HxWx3 uint8 array."""
         q = self._check_quality(quality if quality is not None else (self.quality or DEFAULT_QUALITY))
-        rgb, alpha, mode = to_planes(open_image(image))
+        rgb, alpha, mode = to_planes(open_image(image, max_pixels=self.max_pixels))
         h, w = rgb.shape[:2]
         if h * w > self.max_pixels:
             raise AnrError(f"image of {w}x{h} pixels exceeds the limit of {self.max_pixels} pixels")
         if max(h, w) > container.MAX_SIDE:
             raise AnrError(f"image side exceeds {container.MAX_SIDE} pixels")
         m = self.model
-        x = torch.from_numpy(rgb.copy()).to(self.device).permute(2, 0, 1)[None].float() / 255
-        y = m.net.analysis(pad_to_multiple(x), q - 1)[0]
+        y = tiling.analysis(m.net, rgb, q - 1, self.device)  # in tiles when big: bounded memory
         med = m.net.medians(q - 1)[:, None, None]
         symbols = torch.round(y - med).clamp(-SYMBOL_LIMIT, SYMBOL_LIMIT).to(torch.int32).cpu().numpy()
         payload = m.coder(q).encode(symbols)
@@ -124,7 +122,7 @@ class Codec:
         if size is not None:
             try:
                 ow, oh = (int(v) for v in size)
-            except (TypeError, ValueError):
+            except (TypeError, ValueError, OverflowError):
                 raise AnrError(f"size must be (width, height), got {size!r}") from None
             if ow < 1 or oh < 1:
                 raise AnrError(f"size must be positive, got {ow}x{oh}")
@@ -133,7 +131,7 @@ class Codec:
         else:
             try:
                 scale = float(scale)
-            except (TypeError, ValueError):
+            except (TypeError, ValueError, OverflowError):
                 raise AnrError(f"scale must be a number, got {scale!r}") from None
             if not math.isfinite(scale) or scale <= 0 or scale > MAX_SCALE:
                 raise AnrError(f"scale must be in (0, {MAX_SCALE:g}], got {scale}")
@@ -160,10 +158,10 @@ class Codec:
         symbols = m.coder(hd.quality).decode(f.payload, hd.latent_shape)
         if symbols_checksum(symbols) != hd.symbols_crc:
             raise AnrError("decoded symbols fail their checksum (corrupt data or a model mismatch)")
+        # Alpha is checked before rendering: a bad chunk should not cost a network pass.
+        alpha = _inflate_alpha(f.alpha, hd.width, hd.height) if f.alpha is not None else None
         rgb = self._render(m, symbols, hd, ow, oh)
-        alpha = None
-        if f.alpha is not None:
-            alpha = _inflate_alpha(f.alpha, hd.width, hd.height)
+        if alpha is not None:
             if (ow, oh) != (hd.width, hd.height):
                 from PIL import Image
                 alpha = np.asarray(Image.fromarray(alpha, "L").resize((ow, oh), Image.Resampling.BICUBIC))
@@ -172,26 +170,8 @@ class Codec:
     def _render(self, m: LoadedModel, symbols: np.ndarray, hd: Header, ow: int, oh: int) -> np.ndarray:
         q = hd.quality - 1
         y_hat = torch.from_numpy(symbols).to(self.device).float() + m.net.medians(q)[:, None, None]
-        tokens = m.net.tokens(y_hat[None], q)
-        s = ow / hd.width
-        if s == int(s) and oh == hd.height * int(s):
-            s = int(s)
-            n2 = (TOKEN_STRIDE * s) ** 2
-            img = m.net.anr.render_grid(tokens, s, cells_per_chunk=max(1, QUERIES_PER_CHUNK // n2))
-            img = img[0, :, :oh, :ow]
-        else:
-            sx, sy = hd.width / ow, hd.height / oh
-            fp = torch.tensor([sx, sy], device=self.device)
-            rows_per_chunk = max(1, QUERIES_PER_CHUNK // ow)
-            xs = (torch.arange(ow, device=self.device) + 0.5) * sx
-            img = torch.empty(3, oh, ow, device=self.device)
-            for r0 in range(0, oh, rows_per_chunk):
-                r1 = min(oh, r0 + rows_per_chunk)
-                ys = (torch.arange(r0, r1, device=self.device) + 0.5) * sy
-                gy, gx = torch.meshgrid(ys, xs, indexing="ij")
-                xy = torch.stack([gx, gy], -1).reshape(1, -1, 2)
-                img[:, r0:r1] = m.net.anr.render_points(tokens, xy, fp)[0].T.reshape(3, r1 - r0, ow)
-        return (img.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+        tokens = tiling.tokens(m.net, y_hat, q)
+        return tiling.render(m.net.anr, tokens, hd.width, hd.height, ow, oh, QUERIES_PER_CHUNK)
 
     def info(self, data) -> Header:
         return container.read_header(_read_bytes(data))
@@ -202,7 +182,7 @@ def _read_bytes(data) -> bytes:
         return bytes(data)
     try:
         return Path(data).read_bytes()
-    except (OSError, TypeError) as e:
+    except (OSError, TypeError, ValueError) as e:  # ValueError: a NUL in the path
         raise AnrError(f"cannot read {data}: {getattr(e, 'strerror', None) or e}") from None
 
 
@@ -214,4 +194,6 @@ def _inflate_alpha(blob: bytes, w: int, h: int) -> np.ndarray:
         raise AnrError("alpha chunk is corrupt") from None
     if len(raw) != w * h or d.unconsumed_tail or not d.eof:
         raise AnrError("alpha chunk has the wrong size")
+    if d.unused_data:
+        raise AnrError("alpha chunk has data after its zlib stream")
     return np.frombuffer(raw, dtype=np.uint8).reshape(h, w)

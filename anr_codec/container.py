@@ -17,6 +17,7 @@ VERSION = (1, 0)
 MODES = ("RGB", "L", "RGBA", "LA")
 MAX_SIDE = 1 << 19                    # per-side limit of the format: latent sides fit in 16 bits
 MAX_CHUNK = 1 << 30
+DEFLATE_MAX_RATIO = 1032             # 258-byte matches coded in 2 bits each
 _HEAD = struct.Struct(">BBIIBBHHHI16s")  # version, size, mode, quality, latent shape, crc, hash
 
 
@@ -127,6 +128,10 @@ def parse(data: bytes) -> AnrFile:
         raise AnrError("file is truncated (missing LATN or IEND chunk)")
     if (alpha is not None) != (header.mode in ("RGBA", "LA")):
         raise AnrError("alpha chunk does not match the colour mode")
+    if alpha is not None and (len(alpha) + 16) * DEFLATE_MAX_RATIO < header.width * header.height:
+        # Deflate cannot expand data more than 1032-fold: refuse without inflating anything.
+        raise AnrError(f"alpha chunk of {len(alpha)} bytes is too short for a "
+                       f"{header.width}x{header.height} plane")
     return AnrFile(header, payload, alpha)
 
 
@@ -149,6 +154,8 @@ def _parse_head(body: bytes) -> Header:
         raise AnrError(f"invalid image size {w}x{h}")
     if mode >= len(MODES):
         raise AnrError(f"unknown colour mode {mode}")
+    if quality == 0:
+        raise AnrError("invalid quality 0 (qualities start at 1)")
     if lh != -(-h // 16) or lw != -(-w // 16) or lc == 0:
         raise AnrError("latent shape does not match the image size")
     return Header(w, h, MODES[mode], quality, (lc, lh, lw), crc, name, mhash, (vmaj, vmin))

@@ -28,6 +28,11 @@ PRECISION = 16           # table counts sum to 2**PRECISION
 MAX_TABLE = 2048         # most entries one channel's table may have
 MAX_ESCAPE_BITS = 22     # |symbol| < 2**21: far beyond any real latent, bounds hostile input
 SYMBOL_LIMIT = (1 << (MAX_ESCAPE_BITS - 1)) - 1
+ESCAPE_LENGTH_BITS = float(np.log2(MAX_ESCAPE_BITS)) - 1e-3  # less a hair: the uniform model is quantised too
+# Slack of the payload-length bounds: a range coder's output may fall short of its
+# symbols' information content by up to about one 32-bit word (the final state).
+SLACK_BITS = 64
+COUNT_MARGIN = 1  # counts; constriction's 24-bit quantisation moves a probability by < 2^-23
 
 
 @torch.no_grad()
@@ -73,14 +78,22 @@ class SymbolCoder:
         self.lo = np.asarray(tables["lo"], dtype=np.int64)
         self.n = np.asarray(tables["n"], dtype=np.int64)
         counts = np.asarray(tables["counts"], dtype=np.int64)
-        self.models = []
+        if not (self.lo.ndim == self.n.ndim == 1 and counts.ndim == 2 and len(self.lo) == len(self.n) == len(counts)
+                and (self.n >= 2).all() and (self.n <= counts.shape[1]).all()):
+            raise AnrError("model file has an invalid entropy table")
+        self.models, self.bits = [], []
         for c in range(len(self.n)):
             row = counts[c, : self.n[c]]
             if (row <= 0).any() or row.sum() != (1 << PRECISION):
                 raise AnrError("model file has an invalid entropy table")
             # Exact in float64: integer / power of two.
             self.models.append(constriction.stream.model.Categorical(row / float(1 << PRECISION), perfect=False))
+            # An upper bound on each symbol's probability after constriction's quantisation
+            # (which moves it by far less than one count), as bits: a lower bound on what
+            # decoding that symbol must have consumed from an honest payload.
+            self.bits.append(-np.log2(np.minimum(row + COUNT_MARGIN, 1 << PRECISION) / float(1 << PRECISION)))
         self.channels = len(self.n)
+        self.min_bits_per_position = float(sum(b.min() for b in self.bits))
 
     def encode(self, symbols: np.ndarray) -> bytes:
         c_, h, w = symbols.shape
@@ -99,28 +112,67 @@ class SymbolCoder:
             _encode_escape(enc, v)
         return enc.get_compressed().astype("<u4").tobytes()
 
+    def min_payload_bytes(self, shape: tuple[int, int, int]) -> int:
+        """The fewest payload bytes any honest encoding of a latent of `shape` can have."""
+        _, h, w = shape
+        return max(0, int(h * w * self.min_bits_per_position - SLACK_BITS) // 8)
+
     def decode(self, payload: bytes, shape: tuple[int, int, int]) -> np.ndarray:
+        """Symbols (C, h, w) int32 from a payload; raises AnrError on corrupt data.
+
+        Hostile input: a range decoder that runs out of words goes on decoding (as if
+        zeros followed), so a header claiming a huge latent with a tiny payload would
+        make it loop over every claimed symbol. A range coder's output is at least the
+        information content of its symbols (less a word or two), so a payload shorter
+        than the tables' lower bound is refused before anything is allocated, and the
+        information decoded so far is tallied channel by channel: decoding stops as
+        soon as it exceeds what the payload holds. Work and memory stay proportional
+        to the size of the file.
+        """
         c_, h, w = shape
         if c_ != self.channels:
             raise AnrError(f"file has {c_} latent channels, the model has {self.channels}")
         if len(payload) % 4:
             raise AnrError("entropy-coded payload is not a whole number of 32-bit words")
+        need = self.min_payload_bytes(shape)
+        if len(payload) < need:
+            raise AnrError(f"entropy-coded payload is too short ({len(payload)} bytes; a {c_}x{h}x{w} "
+                           f"latent needs at least {need})")
+        budget = 8 * len(payload) + SLACK_BITS
+        corrupt = "entropy-coded data is corrupt (it decodes to more information than the payload holds)"
         words = np.frombuffer(payload, dtype="<u4").astype(np.uint32)
+        n = h * w
         try:
             dec = constriction.stream.queue.RangeDecoder(words)
-            out = np.empty((c_, h * w), dtype=np.int64)
-            esc_pos = []
+            out = np.empty((c_, n), dtype=np.int32)
+            esc_at = []
+            used = 0.0
             for c in range(c_):
-                idx = dec.decode(self.models[c], h * w).astype(np.int64)
-                out[c] = idx + self.lo[c]
-                esc_pos.extend((c, i) for i in np.nonzero(idx == self.n[c] - 1)[0])
-            for c, i in esc_pos:
-                out[c, i] = _decode_escape(dec)
+                idx = dec.decode(self.models[c], n)
+                used += float(self.bits[c][idx].sum())
+                if used > budget:
+                    raise AnrError(corrupt)
+                np.add(idx, self.lo[c], out=out[c], casting="unsafe")
+                e = np.flatnonzero(idx == self.n[c] - 1)
+                if len(e):
+                    esc_at.append(c * n + e)
+            esc_at = np.concatenate(esc_at) if esc_at else np.empty(0, dtype=np.int64)
+            # Each escaped value costs at least its bit length (log2 22) and one bit.
+            if used + len(esc_at) * (ESCAPE_LENGTH_BITS + 1) > budget:
+                raise AnrError(corrupt)
+            flat = out.reshape(-1)
+            for s in range(0, len(esc_at), 1 << 16):  # in slices: no Python list of every position
+                for i in esc_at[s: s + (1 << 16)].tolist():
+                    v, bits = _decode_escape(dec)
+                    used += bits
+                    if used > budget:
+                        raise AnrError(corrupt)
+                    flat[i] = v
         except AnrError:
             raise
         except Exception as e:  # constriction reports corrupt data as various errors
             raise AnrError(f"entropy-coded data is corrupt ({e})") from None
-        return out.reshape(c_, h, w).astype(np.int32)
+        return out.reshape(c_, h, w)
 
 
 _UNIFORM = {}
@@ -144,14 +196,15 @@ def _encode_escape(enc, v: int) -> None:
         k -= take
 
 
-def _decode_escape(dec) -> int:
+def _decode_escape(dec) -> tuple[int, float]:
+    """-> (value, bits it took)."""
     nbits = int(dec.decode(_uniform(MAX_ESCAPE_BITS))) + 1
     z, k = 0, nbits
     while k > 0:
         take = min(16, k)
         z = (z << take) | int(dec.decode(_uniform(1 << take)))
         k -= take
-    return (z >> 1) if z % 2 == 0 else -((z + 1) >> 1)
+    return ((z >> 1) if z % 2 == 0 else -((z + 1) >> 1)), ESCAPE_LENGTH_BITS + nbits
 
 
 def symbols_checksum(symbols: np.ndarray) -> int:

@@ -2,6 +2,14 @@
 
 The network codes three 8-bit colour planes. Grayscale images are coded as gray RGB
 and come back as L; alpha is never dropped: it travels losslessly in its own chunk.
+
+Colour is sRGB: a colour image with an embedded ICC profile (other than sRGB) is
+converted to sRGB with Pillow's ImageCms (LittleCMS) before coding, so it looks the same
+after decoding; the decoded image carries no profile. A profile that cannot be used
+(broken, or for another colour space than the image's) is ignored, as is a gray image's
+profile. Deeper samples are reduced to 8 bits: 16-bit gray is rounded, and Pillow opens
+48/64-bit PNGs as RGB/RGBA by keeping each sample's high byte (16-bit gray+alpha PNGs,
+which it opens as RGBA, come back to LA here).
 """
 
 from __future__ import annotations
@@ -14,32 +22,65 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import AnrError
 
+try:
+    from PIL import ImageCms
+except ImportError:  # Pillow built without LittleCMS: profiles are ignored
+    ImageCms = None
+
 GRAY_MODES = {"1", "L", "I", "I;16", "I;16L", "I;16B", "I;16N", "F"}
 
 
-def open_image(src) -> Image.Image:
-    """A PIL image from a path, bytes, a numpy array or a PIL image (EXIF orientation applied)."""
+def open_image(src, max_pixels: int | None = None) -> Image.Image:
+    """A PIL image from a path, bytes, a numpy array or a PIL image (EXIF orientation applied).
+
+    `max_pixels` refuses larger images from their header, before any pixel is decoded.
+    """
     if isinstance(src, Image.Image):
         img = src
+        _check_size(img, max_pixels)
     elif isinstance(src, np.ndarray):
         return _from_array(src)
     else:
         try:
             fp = io.BytesIO(src) if isinstance(src, (bytes, bytearray, memoryview)) else Path(src)
+        except TypeError:
+            raise AnrError(f"cannot read an image from {type(src).__name__}") from None
+        try:
             img = Image.open(fp)
+            _check_size(img, max_pixels)
+            la16 = img.format == "PNG" and _rawmode(img) == "LA;16B"
             img.load()
+        except AnrError:
+            raise
         except (FileNotFoundError, IsADirectoryError, PermissionError) as e:
             raise AnrError(f"cannot read {src}: {e.strerror}") from None
         except UnidentifiedImageError:
             raise AnrError("input is not an image Pillow can read") from None
-        except (OSError, SyntaxError, ValueError) as e:
-            raise AnrError(f"cannot decode input image ({e})") from None
         except Image.DecompressionBombError as e:
             raise AnrError(str(e)) from None
+        except MemoryError:
+            raise
+        except Exception as e:  # Pillow's decoders report damaged files in many ways
+            raise AnrError(f"cannot decode input image ({type(e).__name__}: {e})") from None
+        if la16 and img.mode == "RGBA":
+            img = img.convert("LA")  # its three colour planes are the same gray
     try:
         return ImageOps.exif_transpose(img)
     except Exception:  # a broken EXIF block should not stop an otherwise good image
         return img
+
+
+def _check_size(img: Image.Image, max_pixels: int | None) -> None:
+    if max_pixels is not None and img.width * img.height > max_pixels:
+        raise AnrError(f"image of {img.width}x{img.height} pixels exceeds the limit of {max_pixels} pixels")
+
+
+def _rawmode(img: Image.Image) -> str | None:
+    try:
+        args = img.tile[0][3]
+    except (IndexError, TypeError):
+        return None
+    return args[0] if isinstance(args, tuple) and args else args if isinstance(args, str) else None
 
 
 def _from_array(a: np.ndarray) -> Image.Image:
@@ -55,6 +96,8 @@ def _from_array(a: np.ndarray) -> Image.Image:
 
 def to_planes(img: Image.Image) -> tuple[np.ndarray, np.ndarray | None, str]:
     """-> (HxWx3 uint8 colour, HxW uint8 alpha or None, mode to restore: RGB, L, RGBA or LA)."""
+    if img.width == 0 or img.height == 0:
+        raise AnrError(f"image is empty ({img.width}x{img.height} pixels)")
     mode = img.mode
     if mode in GRAY_MODES:
         gray = _gray8(img)
@@ -63,6 +106,7 @@ def to_planes(img: Image.Image) -> tuple[np.ndarray, np.ndarray | None, str]:
         la = np.asarray(img.convert("LA"))
         return np.repeat(la[..., :1], 3, axis=2), np.ascontiguousarray(la[..., 1]), "LA"
     has_alpha = mode in ("RGBA", "RGBa", "PA") or (mode == "P" and "transparency" in img.info)
+    img = _icc_to_srgb(img, has_alpha)
     if has_alpha:
         rgba = np.asarray(img.convert("RGBA"))
         alpha = np.ascontiguousarray(rgba[..., 3])
@@ -74,6 +118,36 @@ def to_planes(img: Image.Image) -> tuple[np.ndarray, np.ndarray | None, str]:
     except (ValueError, OSError) as e:
         raise AnrError(f"cannot convert image mode {mode} to RGB ({e})") from None
     return np.asarray(rgb), None, "RGB"
+
+
+def _icc_to_srgb(img: Image.Image, has_alpha: bool) -> Image.Image:
+    """The image converted to sRGB (RGB or RGBA) when it embeds a usable non-sRGB profile."""
+    icc = img.info.get("icc_profile")
+    if not icc or ImageCms is None or img.mode not in ("RGB", "RGBA", "RGBa", "RGBX", "CMYK", "P", "PA"):
+        return img
+    try:
+        src = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+        if "srgb" in ImageCms.getProfileDescription(src).lower():
+            return img  # already sRGB: a transform would only add rounding
+        alpha = None
+        base = img if img.mode in ("RGB", "CMYK") else img.convert("RGBA" if has_alpha else "RGB")
+        if base.mode == "RGBA":
+            alpha, base = base.getchannel("A"), base.convert("RGB")
+        out = ImageCms.profileToProfile(base, src, _srgb(), outputMode="RGB")
+    except (ImageCms.PyCMSError, OSError, ValueError, TypeError):
+        return img  # an unusable profile: code the stored values as they are
+    if alpha is not None:
+        out.putalpha(alpha)
+    return out
+
+
+_SRGB = []
+
+
+def _srgb():
+    if not _SRGB:
+        _SRGB.append(ImageCms.createProfile("sRGB"))
+    return _SRGB[0]
 
 
 def _gray8(img: Image.Image) -> np.ndarray:

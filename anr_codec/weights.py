@@ -61,20 +61,43 @@ _cache: dict[tuple[str, str], LoadedModel] = {}
 _lock = threading.Lock()
 
 
+def _manifest_sha256(manifest: Path) -> str:
+    try:
+        sha = json.loads(manifest.read_text())["sha256"]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise AnrError(f"model manifest {manifest} is unreadable or has no sha256 field") from None
+    if not isinstance(sha, str):
+        raise AnrError(f"model manifest {manifest} has an invalid sha256 field")
+    return sha
+
+
 def resolve(name_or_path: str | Path | None) -> tuple[str, Path, str | None]:
     """-> (name, path of the .pt file, expected SHA-256 hex or None)."""
     name_or_path = name_or_path or DEFAULT_MODEL
     p = Path(name_or_path)
     if p.suffix == ".pt" or p.exists():
         manifest = p.with_suffix(".json")
-        expected = json.loads(manifest.read_text()).get("sha256") if manifest.exists() else None
-        return p.stem, p, expected
+        return p.stem, p, _manifest_sha256(manifest) if manifest.exists() else None
     path = pretrained_dir() / f"{name_or_path}.pt"
     manifest = path.with_suffix(".json")
     if not path.exists() or not manifest.exists():
         have = ", ".join(available_models()) or "none"
         raise AnrError(f"unknown model {name_or_path!r} (installed models: {have})")
-    return str(name_or_path), path, json.loads(manifest.read_text())["sha256"]
+    return str(name_or_path), path, _manifest_sha256(manifest)
+
+
+def installed_hash16(name: str) -> bytes | None:
+    """First 16 bytes of an installed model's SHA-256 (from its manifest), by name only.
+
+    .anr headers name the model that wrote them; a hostile name must never become a path
+    to open (/dev/zero, another user's file), so only the installed models' names count.
+    """
+    if name not in available_models():
+        return None
+    try:
+        return bytes.fromhex(_manifest_sha256(pretrained_dir() / f"{name}.json"))[:16]
+    except (AnrError, ValueError):
+        return None
 
 
 def load_model(name_or_path: str | Path | None = None, device: str | torch.device = "cpu") -> LoadedModel:

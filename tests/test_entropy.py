@@ -51,3 +51,58 @@ def test_bad_table_is_refused():
     t["counts"][0, 0] += 1
     with pytest.raises(AnrError, match="entropy table"):
         SymbolCoder(t)
+
+
+def _most_probable(coder, shape):
+    """The cheapest possible latent: every symbol the most probable of its channel."""
+    c_, h, w = shape
+    best = np.array([coder.lo[c] + int(np.argmin(coder.bits[c][:-1])) for c in range(c_)], dtype=np.int32)
+    return np.broadcast_to(best[:, None, None], shape).copy()
+
+
+@pytest.mark.parametrize("shape", [(6, 1, 1), (6, 3, 5), (6, 40, 60)])
+def test_length_bound_admits_the_cheapest_honest_streams(coder, shape):
+    for s in (_most_probable(coder, shape),
+              np.random.default_rng(4).integers(-2, 3, shape).astype(np.int32)):
+        data = coder.encode(s)
+        assert len(data) >= coder.min_payload_bytes(shape)
+        np.testing.assert_array_equal(coder.decode(data, shape), s)
+
+
+def test_length_bound_with_the_shipped_tables(codec):
+    for q in (1, codec.qualities()[-1]):
+        coder = codec.model.coder(q)
+        shape = (coder.channels, 4, 7)
+        s = _most_probable(coder, shape)
+        data = coder.encode(s)
+        assert coder.min_payload_bytes(shape) <= len(data)
+        np.testing.assert_array_equal(coder.decode(data, shape), s)
+
+
+def test_short_payload_is_refused_before_decoding(coder):
+    shape = (6, 1000, 1000)
+    need = coder.min_payload_bytes(shape)
+    assert need > 100_000
+    for payload in (b"", bytes(4), bytes(4 * (need // 4 - 16))):
+        with pytest.raises(AnrError, match="too short"):
+            coder.decode(payload, shape)
+
+
+def test_decoding_stops_when_the_payload_is_spent(coder):
+    """Long enough to pass the length bound, but it decodes to more information than it holds:
+    zeros select each channel's first (least probable) symbol."""
+    shape = (6, 300, 300)
+    payload = bytes(-(-coder.min_payload_bytes(shape) // 4) * 4)
+    with pytest.raises(AnrError, match="more information than the payload holds"):
+        coder.decode(payload, shape)
+
+
+def test_length_bound_with_a_near_certain_symbol():
+    """A table where one symbol has probability 65534/65536: a million of them fit in a few
+    words, and the bound must still admit that."""
+    c = SymbolCoder({"lo": np.array([-1]), "n": np.array([3]), "counts": np.array([[1, 65534, 1]])})
+    for n in (1, 1000, 1_000_000):
+        s = np.zeros((1, 1, n), np.int32)
+        data = c.encode(s)
+        assert c.min_payload_bytes(s.shape) <= len(data) <= 16
+        np.testing.assert_array_equal(c.decode(data, s.shape), s)

@@ -227,6 +227,10 @@ def _set_head(c, **kw):
     f = dict(zip(("vmaj", "vmin", "w", "h", "mode", "q", "lc", "lh", "lw", "crc", "hash"),
                  HEAD_FMT.unpack_from(c[1])))
     f.update(kw)
+    # Wrap each field to its width: a mutation may compute v + 1 or 2 * v past the maximum.
+    for k, bits in (("vmaj", 8), ("vmin", 8), ("w", 32), ("h", 32), ("mode", 8), ("q", 8),
+                    ("lc", 16), ("lh", 16), ("lw", 16), ("crc", 32)):
+        f[k] &= (1 << bits) - 1
     c[1] = HEAD_FMT.pack(*(f[k] for k in ("vmaj", "vmin", "w", "h", "mode", "q", "lc", "lh", "lw",
                                            "crc", "hash"))) + c[1][HEAD_FMT.size:]
 

@@ -25,9 +25,8 @@ from PIL import Image
 
 from . import metrics
 from .errors import AnrError
-from .images import open_image, to_planes
+from .images import IMAGE_SUFFIXES, open_image, to_planes
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp"}
 METRIC_KEYS = ("bpp", "psnr-rgb", "ms-ssim-rgb", "encoding_time", "decoding_time")
 BD_METHOD = ("Bjontegaard delta, PCHIP (Fritsch-Carlson) over the overlapping range, log rate; "
              "anchor = the other codec, test = anr; negative BD-rate = anr needs fewer bits")

@@ -27,6 +27,7 @@ try:
 except ImportError:  # Pillow built without LittleCMS: profiles are ignored
     ImageCms = None
 
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp"}
 GRAY_MODES = {"1", "L", "I", "I;16", "I;16L", "I;16B", "I;16N", "F"}
 
 

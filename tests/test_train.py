@@ -1,5 +1,6 @@
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -63,7 +64,10 @@ def test_export_then_init_continues_step_count(data_dir, tmp_path):
 @pytest.mark.skipif(sys.platform != "linux", reason="gloo over loopback")
 def test_distributed_training_with_gloo(data_dir, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+    with socket.socket() as s:  # a free port: a fixed one can be taken by another run
+        s.bind(("127.0.0.1", 0))
+        port = str(s.getsockname()[1])
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", port,
            "-m", "anr_codec.train", *_args(data_dir, tmp_path, 2, "--threads", "1")]
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]

@@ -99,11 +99,8 @@ def _parse_size(value: str | None):
 
 
 def _psnr(a, b) -> float:
-    import numpy as np
-    a = np.asarray(a, dtype=np.float64)
-    b = np.asarray(b, dtype=np.float64)
-    mse = float(((a - b) ** 2).mean())
-    return float("inf") if mse == 0 else 10 * np.log10(255.0 ** 2 / mse)
+    from anr_codec.metrics import psnr  # lazy: the CLI imports no numpy/torch at start-up
+    return psnr(a, b)
 
 
 def _jsonable(stats: dict) -> dict:

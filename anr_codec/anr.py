@@ -95,10 +95,11 @@ class ANRDecoder(nn.Module):
         kv = self.to_kv(tokens)
         k_all, v_all = kv[:, :d], kv[:, d:]
         # Offsets of the n x n output pixels inside a cell, in cell units (x, y).
-        t = (torch.arange(n, device=tokens.device, dtype=tokens.dtype) + 0.5) / n - 0.5
+        # Coordinates stay float32 under mixed precision (see fourier_features).
+        t = (torch.arange(n, device=tokens.device, dtype=torch.float32) + 0.5) / n - 0.5
         u0 = torch.stack(torch.meshgrid(t, t, indexing="ij")[::-1], dim=-1).reshape(n * n, 2)
-        log_fp = torch.full((2,), -math.log2(scale), device=tokens.device, dtype=tokens.dtype)
-        fp_cells = torch.full((2,), 1.0 / n, device=tokens.device, dtype=tokens.dtype)
+        log_fp = torch.full((2,), -math.log2(scale), device=tokens.device)
+        fp_cells = torch.full((2,), 1.0 / n, device=tokens.device)
         inside = F.unfold(tokens.new_ones(1, 1, h, w), 3, padding=1) > 0.5  # (1, 9, L)
         L = h * w
         chunk = cells_per_chunk or L
@@ -164,7 +165,7 @@ class ANRDecoder(nn.Module):
         valid = (nb[..., 0] >= 0) & (nb[..., 0] < w) & (nb[..., 1] >= 0) & (nb[..., 1] < h)
         idx = (nb[..., 1].clamp(0, h - 1) * w + nb[..., 0].clamp(0, w - 1)).flatten(1)  # (B, N*9)
         kvn = torch.gather(kv, 1, idx.unsqueeze(-1).expand(-1, -1, 2 * d)).view(b, -1, 9, 2 * d)
-        log_fp = footprint.log2().to(tokens.dtype)
+        log_fp = footprint.float().log2()
         feat = self._features(u, log_fp)
         return self._attend(feat, u, kvn[..., :d], kvn[..., d:], valid)
 

@@ -30,4 +30,8 @@ class HyperEncoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, 3, H, W) in [0, 1], H and W multiples of 16 -> (B, C, H/16, W/16)."""
-        return self.head(self.blocks(self.stem(x - 0.5)))
+        h = self.blocks(self.stem(x - 0.5))
+        # The latent is rounded to integers: under mixed precision it must still be float32
+        # (bfloat16 keeps ~3 digits, coarser than the quantiser at high qualities).
+        with torch.autocast(x.device.type, enabled=False):
+            return self.head(h.float())

@@ -77,6 +77,8 @@ def fourier_features(u: torch.Tensor, n_freqs: int, max_freq: float) -> torch.Te
 
     As in the ANR paper the frequencies run geometrically from 1 to `max_freq` (sigma).
     """
-    freqs = torch.logspace(0.0, math.log2(max_freq), n_freqs, base=2.0, device=u.device, dtype=u.dtype)
+    # float32 always: at 32 * pi radians, bfloat16 coordinates would alias the top frequencies.
+    u = u.float()
+    freqs = torch.logspace(0.0, math.log2(max_freq), n_freqs, base=2.0, device=u.device)
     angles = (u[..., None] * freqs * math.pi).flatten(-2)
     return torch.cat([u, angles.sin(), angles.cos()], dim=-1)

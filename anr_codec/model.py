@@ -97,16 +97,18 @@ class AnrModel(nn.Module):
         while the decoder sees hard-rounded latents through a straight-through estimator,
         so training matches what the decoder receives at test time.
         """
-        y = self.encoder(x) * self.gain(qi)
-        bits = x.new_zeros(x.shape[0])
+        y = self.encoder(x).float() * self.gain(qi)
+        bits = x.new_zeros(x.shape[0], dtype=torch.float32)
         y_hat = torch.empty_like(y)
-        for q in qi.unique().tolist():
-            sel = (qi == q).nonzero().squeeze(1)
-            ys = y[sel]
-            _, lik = self.priors[q](ys, training=True)
-            bits = bits.index_put((sel,), -torch.log2(lik).flatten(1).sum(1))
-            m = self.medians(q)[None, :, None, None]
-            y_hat[sel] = ys + (torch.round(ys - m) + m - ys).detach()
+        # The priors' likelihoods are differences of sigmoids: float32, never bfloat16.
+        with torch.autocast(x.device.type, enabled=False):
+            for q in qi.unique().tolist():
+                sel = (qi == q).nonzero().squeeze(1)
+                ys = y[sel]
+                _, lik = self.priors[q](ys, training=True)
+                bits = bits.index_put((sel,), -torch.log2(lik).flatten(1).sum(1))
+                m = self.medians(q)[None, :, None, None]
+                y_hat[sel] = ys + (torch.round(ys - m) + m - ys).detach()
         tokens = self.token_net(y_hat / self.gain(qi))
         return tokens, bits
 

@@ -85,6 +85,9 @@ def parse_args(argv=None):
     p.add_argument("--crop", type=int, default=64)
     p.add_argument("--lr", type=float, default=5e-4)
     p.add_argument("--lr-drops", type=str, default="", help="comma-separated steps where lr drops 10x")
+    p.add_argument("--anneal-minutes", type=float, default=0,
+                   help="with --minutes: run the last this-many minutes at lr/10 (a time budget "
+                        "does not know its final step, so the drop is timed)")
     p.add_argument("--sr-fraction", type=float, default=0.2)
     p.add_argument("--sr-points", type=int, default=2048)
     p.add_argument("--clip", type=float, default=1.0)
@@ -184,6 +187,8 @@ def main(argv=None) -> None:
             loss_mod, device_ids=[device.index] if device.type == "cuda" else None,
             find_unused_parameters=True)  # qualities absent from a batch leave priors unused
     use_amp = device.type == "cuda"
+    if use_amp:
+        torch.backends.cudnn.benchmark = True  # fixed crop sizes: autotuned convolutions pay off
     drops = [int(s) for s in args.lr_drops.split(",") if s.strip()]
 
     stop = {"flag": False}
@@ -206,8 +211,9 @@ def main(argv=None) -> None:
         if args.minutes and time.time() - t_start > args.minutes * 60:
             break
         t0 = time.time()
+        late = args.minutes and time.time() - t_start > (args.minutes - args.anneal_minutes) * 60
         for g in opt.param_groups:
-            g["lr"] = lr_at(step, args.lr, drops)
+            g["lr"] = lr_at(step, args.lr, drops) * (0.1 if late and args.anneal_minutes else 1.0)
         qi = torch.from_numpy(sampler.rng.integers(0, nq, args.batch)).to(device)
         is_sr = sampler.rng.random() < args.sr_fraction
         if is_sr:

@@ -18,16 +18,20 @@ python3 -c "import compressai, constriction" 2>/dev/null || \
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/device-out}
-RUN=/tmp/device-run
-mkdir -p "$OUT" "$RUN"
+# Train straight into $OUT: if the call is cut off at its time limit, the checkpoints
+# written so far (every 500 steps) still come back. last-opt.pt (Adam's moments) is
+# larger than what comes back and is left behind.
+mkdir -p "$OUT"
 if [ -f .device-run/last.pt ]; then
-  cp .device-run/last.pt "$RUN"/
+  cp .device-run/last.pt "$OUT"/
   INIT=()
 else
   INIT=(--init pretrained/anr-v1.pt)
 fi
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
-python3 -m anr_codec.train --data .device-data --cache /tmp/pixel-cache --out "$RUN" \
-  --minutes "$MINUTES" --batch 32 --crop 128 --ckpt-every 1000 "${INIT[@]}" "$@" 2>&1 | tail -n 30
-cp "$RUN"/last.pt "$RUN"/log.jsonl "$OUT"/
+python3 -m anr_codec.train --data .device-data --cache /tmp/pixel-cache --out "$OUT" \
+  --minutes "$MINUTES" --batch "${BATCH:-64}" --crop 128 --ckpt-every 500 --log-every 100 \
+  "${INIT[@]}" "$@" 2>&1 | tee "$OUT"/train.log || true
+tail -n 5 "$OUT"/log.jsonl
+rm -f "$OUT"/last-opt.pt
 ls -la "$OUT"

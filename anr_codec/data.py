@@ -65,9 +65,12 @@ class CropSampler:
             c = c[::-1]
         return c
 
+    def batch_u8(self, n: int, size: int) -> torch.Tensor:
+        """(n, 3, size, size) uint8: a quarter of the bytes of floats to move to a GPU."""
+        return torch.from_numpy(np.stack([self._crop(size) for _ in range(n)])).permute(0, 3, 1, 2)
+
     def batch(self, n: int, size: int) -> torch.Tensor:
-        a = np.stack([self._crop(size) for _ in range(n)])
-        return torch.from_numpy(a).permute(0, 3, 1, 2).float().div_(255.0)
+        return self.batch_u8(n, size).float().div_(255.0)
 
     def state(self) -> dict:
         return self.rng.bit_generator.state

@@ -21,6 +21,7 @@ import os
 import signal
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -54,21 +55,44 @@ class RDLoss(nn.Module):
         return loss, mse.detach(), bpp.detach()
 
 
-def sr_batch(sampler: CropSampler, n: int, size: int, n_points: int, device):
-    """Encoder input downscaled by s in [1, 4]; targets at random HR pixels."""
+def draw_step(sampler: CropSampler, batch: int, size: int, n_qualities: int,
+              sr_fraction: float, n_points: int):
+    """Everything random about one step, on the CPU, from the sampler's one generator (so a
+    prefetch thread can draw the next step while the current one computes).
+
+    Returns (qi, uint8 crops, None) or, for a super-resolution step, (qi, uint8 HR crops
+    of size*s for s in [1, 4], (iy, ix) random HR pixels per sample)."""
+    qi = torch.from_numpy(sampler.rng.integers(0, n_qualities, batch))
+    if sampler.rng.random() >= sr_fraction:
+        return qi, sampler.batch_u8(batch, size), None
     s = float(sampler.rng.uniform(1.0, 4.0))
     hr_size = max(size, round(size * s))
-    hr = sampler.batch(n, hr_size).to(device)
-    lr = downscale(hr, (size, size))
-    ratio = size / hr_size  # LR pixels per HR pixel
+    hr = sampler.batch_u8(batch, hr_size)
     g = torch.Generator().manual_seed(int(sampler.rng.integers(1 << 31)))
-    iy = torch.randint(0, hr_size, (n, n_points), generator=g).to(device)
-    ix = torch.randint(0, hr_size, (n, n_points), generator=g).to(device)
+    iy = torch.randint(0, hr_size, (batch, n_points), generator=g)
+    ix = torch.randint(0, hr_size, (batch, n_points), generator=g)
+    return qi, hr, (iy, ix)
+
+
+def step_inputs(drawn, size: int, device):
+    """Move a drawn step to the device -> (qi, encoder input, points or None).
+
+    For SR steps the encoder sees the HR crop downscaled to size x size and the decoder is
+    supervised at the drawn HR pixels: points = (xy in LR pixels, footprint, target RGB)."""
+    qi, pixels, hr_points = drawn
+    qi = qi.to(device, non_blocking=True)
+    x = pixels.to(device, non_blocking=True).float().div_(255.0)
+    if hr_points is None:
+        return qi, x, None
+    n, hr_size = x.shape[0], x.shape[-1]
+    lr = downscale(x, (size, size))
+    ratio = size / hr_size  # LR pixels per HR pixel
+    iy, ix = (t.to(device, non_blocking=True) for t in hr_points)
     xy = torch.stack([(ix + 0.5) * ratio, (iy + 0.5) * ratio], -1)
     b = torch.arange(n, device=device)[:, None]
-    target = hr[b, :, iy, ix]  # (n, P, 3)
+    target = x[b, :, iy, ix]  # (n, P, 3)
     fp = torch.tensor([ratio, ratio], device=device)
-    return lr, (xy, fp, target)
+    return qi, lr, (xy, fp, target)
 
 
 def parse_args(argv=None):
@@ -197,6 +221,7 @@ def main(argv=None) -> None:
 
     def checkpoint():
         # Weights and optimizer state in two files: each stays small enough to travel.
+        pending.result()  # the drawing thread must not move the generator mid-save
         if main_proc:
             save_atomic({"opt": opt.state_dict(), "aux_opt": aux_opt.state_dict()}, opt_path)
             save_atomic({"config": config.to_dict(), "model": model.state_dict(), "step": step,
@@ -207,6 +232,18 @@ def main(argv=None) -> None:
     log_f = open(args.out / "log.jsonl", "a") if main_proc else None
     t_start = time.time()
     is_tty = sys.stderr.isatty()
+    # One thread draws the next step's crops while this one computes (on a GPU the crops
+    # otherwise take a large part of the step). It owns the sampler's generator, so the
+    # batch sequence stays fixed by the seed; a checkpoint's sampler state is one drawn
+    # step ahead, so a resumed run skips that one step's crops.
+    pin = device.type == "cuda"
+
+    def draw():
+        d = draw_step(sampler, args.batch, args.crop, nq, args.sr_fraction, args.sr_points)
+        return (d[0], d[1].pin_memory(), d[2]) if pin else d
+
+    prefetch = ThreadPoolExecutor(max_workers=1)
+    pending = prefetch.submit(draw)
     while step < args.steps and not stop["flag"]:
         if args.minutes and time.time() - t_start > args.minutes * 60:
             break
@@ -214,12 +251,10 @@ def main(argv=None) -> None:
         late = args.minutes and time.time() - t_start > (args.minutes - args.anneal_minutes) * 60
         for g in opt.param_groups:
             g["lr"] = lr_at(step, args.lr, drops) * (0.1 if late and args.anneal_minutes else 1.0)
-        qi = torch.from_numpy(sampler.rng.integers(0, nq, args.batch)).to(device)
-        is_sr = sampler.rng.random() < args.sr_fraction
-        if is_sr:
-            x, points = sr_batch(sampler, args.batch, args.crop, args.sr_points, device)
-        else:
-            x, points = sampler.batch(args.batch, args.crop).to(device), None
+        drawn = pending.result()
+        pending = prefetch.submit(draw)
+        qi, x, points = step_inputs(drawn, args.crop, device)
+        is_sr = points is not None
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
             loss, mse, bpp = loss_mod(x, qi, points)
         opt.zero_grad(set_to_none=True)
@@ -266,6 +301,7 @@ def main(argv=None) -> None:
             checkpoint()
         if not math.isfinite(loss.item()):
             raise SystemExit(f"loss is {loss.item()} at step {step}; resume from the last checkpoint")
+    prefetch.shutdown()  # waits for the step being drawn
     checkpoint()
     if main_proc:
         print(f"\nstopped at step {step} ({elapsed / 3600:.2f} h of training)", file=sys.stderr)

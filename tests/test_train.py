@@ -72,3 +72,23 @@ def test_distributed_training_with_gloo(data_dir, tmp_path):
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     assert torch.load(tmp_path / "run" / "last.pt", weights_only=True)["step"] == 2
+
+
+def test_sr_step_supervises_the_drawn_hr_pixels(data_dir, tmp_path):
+    from anr_codec.data import CropSampler, build_cache
+    build_cache([data_dir], tmp_path / "cache")
+    draws = [train.draw_step(CropSampler(tmp_path / "cache", seed=5), 3, 16, 7, 1.0, 40) for _ in range(2)]
+    (qi, hr, (iy, ix)), again = draws
+    assert torch.equal(hr, again[1]) and torch.equal(qi, again[0])  # the seed fixes the draw
+    assert hr.dtype == torch.uint8 and 16 <= hr.shape[-1] <= 64 and qi.max() < 7
+    q2, lr, (xy, fp, target) = train.step_inputs(draws[0], 16, "cpu")
+    assert lr.shape == (3, 3, 16, 16) and torch.equal(q2, qi)
+    ratio = 16 / hr.shape[-1]
+    assert torch.allclose(fp, torch.tensor([ratio, ratio]))
+    # xy (LR pixel units) maps back to the HR pixel whose colour is the target.
+    assert torch.allclose(xy[..., 0] / ratio - 0.5, ix.float(), atol=1e-4)
+    assert torch.allclose(xy[..., 1] / ratio - 0.5, iy.float(), atol=1e-4)
+    b = torch.arange(3)[:, None]
+    assert torch.equal(target, hr[b, :, iy, ix].float() / 255)
+    plain = train.draw_step(CropSampler(tmp_path / "cache", seed=5), 3, 16, 7, 0.0, 40)
+    assert plain[2] is None and plain[1].shape == (3, 3, 16, 16)

@@ -120,7 +120,22 @@ def parse_args(argv=None):
     p.add_argument("--ckpt-every", type=int, default=500)
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
     p.add_argument("--device", default="auto")
+    p.add_argument("--config", default="", help="model options for a new run, e.g. "
+                   "'bilinear_skip=1,token_dim=32' (ModelConfig fields; ignored when resuming)")
     return p.parse_args(argv)
+
+
+def parse_config(text: str) -> dict:
+    """'a=1,b=0.5' -> {'a': 1, 'b': 0.5}, typed by the ModelConfig field's default."""
+    defaults = ModelConfig().to_dict()
+    out = {}
+    for item in filter(None, (t.strip() for t in text.split(","))):
+        key, _, value = item.partition("=")
+        if key not in defaults or isinstance(defaults[key], list):
+            raise SystemExit(f"--config: unknown or unsupported field {key!r}")
+        kind = type(defaults[key])
+        out[key] = bool(int(value)) if kind is bool else kind(value)
+    return out
 
 
 def lr_at(step: int, base: float, drops: list[int]) -> float:
@@ -174,6 +189,8 @@ def main(argv=None) -> None:
         config = ModelConfig.from_dict(init["config"])
     else:
         config = ModelConfig()
+    if state is None and args.config:
+        config = ModelConfig.from_dict({**config.to_dict(), **parse_config(args.config)})
     model = AnrModel(config)
     step, elapsed = 0, 0.0
     if state is None and args.init:

@@ -92,3 +92,19 @@ def test_sr_step_supervises_the_drawn_hr_pixels(data_dir, tmp_path):
     assert torch.equal(target, hr[b, :, iy, ix].float() / 255)
     plain = train.draw_step(CropSampler(tmp_path / "cache", seed=5), 3, 16, 7, 0.0, 40)
     assert plain[2] is None and plain[1].shape == (3, 3, 16, 16)
+
+
+def test_config_option_types_fields_and_rejects_unknown_ones():
+    assert train.parse_config("token_dim=32, threshold=0,max_freq=16") == {
+        "token_dim": 32, "threshold": 0.0, "max_freq": 16.0}
+    with pytest.raises(SystemExit):
+        train.parse_config("no_such_field=1")
+    with pytest.raises(SystemExit):
+        train.parse_config("lambdas=0.1")
+
+
+def test_config_option_shapes_a_new_run(data_dir, tmp_path):
+    train.main(_args(data_dir, tmp_path, 1, "--config", "token_dim=32,mlp_hidden=64"))
+    state = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
+    assert state["config"]["token_dim"] == 32 and state["config"]["mlp_hidden"] == 64
+    assert state["model"]["anr.mlp.0.weight"].shape[0] == 64

@@ -83,7 +83,8 @@ def tokens(net, y_hat: torch.Tensor, qi: int) -> torch.Tensor:
     return out
 
 
-def _to_uint8(img: torch.Tensor) -> np.ndarray:
+def to_uint8(img: torch.Tensor) -> np.ndarray:
+    """(3, H, W) in [0, 1] -> HxWx3 uint8."""
     return (img.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
 
 
@@ -104,7 +105,7 @@ def render(anr, tok: torch.Tensor, width: int, height: int, ow: int, oh: int, qu
             img = anr.render_grid(tok[:, :, a0:b0, c0:d0], s, cells_per_chunk=per_chunk)[0]
             r1, c1 = min(oh, b * n), min(ow, d * n)
             y0, x0 = (a - a0) * n, (c - c0) * n
-            out[a * n:r1, c * n:c1] = _to_uint8(img[:, y0:y0 + r1 - a * n, x0:x0 + c1 - c * n])
+            out[a * n:r1, c * n:c1] = to_uint8(img[:, y0:y0 + r1 - a * n, x0:x0 + c1 - c * n])
         return out
     # Arbitrary points: pixel centres of the output, in input pixels. Each chunk of
     # queries sees only the tokens around it, so no chunk touches the whole token map.
@@ -128,5 +129,5 @@ def render(anr, tok: torch.Tensor, width: int, height: int, ow: int, oh: int, qu
             gy, gx = torch.meshgrid(ys - TOKEN_STRIDE * ty0, xs - TOKEN_STRIDE * tx0, indexing="ij")
             xy = torch.stack([gx, gy], -1).reshape(1, -1, 2)
             rgb = anr.render_points(tok[:, :, ty0:ty1, tx0:tx1], xy, fp)[0]
-            out[r0:r1, c0:c1] = _to_uint8(rgb.T.reshape(3, r1 - r0, c1 - c0))
+            out[r0:r1, c0:c1] = to_uint8(rgb.T.reshape(3, r1 - r0, c1 - c0))
     return out

@@ -56,10 +56,10 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))  # speed.py: the project's MAC count
 
 with warnings.catch_warnings():
     warnings.filterwarnings("ignore", category=FutureWarning)  # compressai's torch.jit.script
@@ -69,13 +69,15 @@ from anr_codec import metrics  # noqa: E402
 from anr_codec.codec import QUERIES_PER_CHUNK, Codec  # noqa: E402
 from anr_codec.container import parse  # noqa: E402
 from anr_codec.data import CropSampler, build_cache  # noqa: E402
-from anr_codec.evaluate import _finite, list_images, load_rgb  # noqa: E402
+from anr_codec.evaluate import _finite, list_images, load_rgb, read_reference  # noqa: E402
 from anr_codec.export import tables_for  # noqa: E402
 from anr_codec.images import to_planes  # noqa: E402
 from anr_codec.model import AnrModel, ModelConfig  # noqa: E402
 from anr_codec import tiling  # noqa: E402
+from anr_codec import train  # noqa: E402
 from anr_codec.train import RDLoss, save_atomic  # noqa: E402
 from anr_codec.weights import save_model  # noqa: E402
+from speed import macs  # noqa: E402
 
 DEFAULT_LAMBDAS = (0.0035, 0.013, 0.05)
 DEFAULT_STEPS = 3000          # ~45 min of training + ~4 min evaluation at 1 thread, see --time-steps
@@ -98,14 +100,8 @@ PUBLISHED_CODEC = "compressai-bmshj2018-factorized_mse_cuda"
 
 def parse_config(text: str, lambdas) -> ModelConfig:
     """'key=value,key=value' over ModelConfig's defaults; lambdas are always the compared ones."""
-    cfg = ModelConfig(lambdas=tuple(lambdas))
-    for item in filter(None, (s.strip() for s in text.split(","))):
-        key, _, value = item.partition("=")
-        key = key.strip()
-        if key not in ModelConfig.__dataclass_fields__ or key == "lambdas":
-            raise SystemExit(f"--anr-config: unknown field {key!r}")
-        setattr(cfg, key, type(getattr(cfg, key))(value))
-    return cfg
+    fields = train.parse_config(text)  # the same option syntax as the training command's --config
+    return ModelConfig.from_dict({**ModelConfig(lambdas=tuple(lambdas)).to_dict(), **fields})
 
 
 class AnrArm:
@@ -312,11 +308,6 @@ def _summary(acc: dict, trainer: Trainer) -> dict:
 
 # -- evaluation with real bytes --------------------------------------------------------------
 
-def to_uint8(x: torch.Tensor) -> np.ndarray:
-    """(1, 3, H, W) in [0, 1] -> HxWx3 uint8."""
-    return (x[0].clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
-
-
 def export_anr(model: AnrModel, path: Path, step: int = 0, elapsed: float = 0.0) -> Path:
     """The project's model file (weights + integer entropy tables), readable by anr_codec.Codec."""
     net = copy.deepcopy(model).cpu().eval()  # tables_for re-derives the priors' tails in place
@@ -352,7 +343,7 @@ def bmshj_point(net: FactorizedPrior, rgb: np.ndarray, device="cpu") -> dict:
     enc = net.compress(xp)
     n_bytes = sum(len(s[0]) for s in enc["strings"])
     x_hat = net.decompress(enc["strings"], enc["shape"])["x_hat"][..., top:top + h, left:left + w]
-    rec = to_uint8(x_hat)
+    rec = tiling.to_uint8(x_hat[0])
     return {"bpp": 8 * n_bytes / (h * w), "psnr": metrics.psnr(rgb, rec), "bytes": n_bytes}
 
 
@@ -402,12 +393,6 @@ def bd(anchor: dict, test: dict) -> dict:
 
 # -- cost ------------------------------------------------------------------------------------
 
-def count_macs(fn) -> float:
-    with torch.no_grad(), FlopCounterMode(display=False) as fc:
-        fn()
-    return fc.get_total_flops() / 2
-
-
 def anr_cost(model: AnrModel, size=MAC_SIZE) -> dict:
     net = copy.deepcopy(model).cpu().eval()
     h, w = size
@@ -422,8 +407,8 @@ def anr_cost(model: AnrModel, size=MAC_SIZE) -> dict:
     dec = [net.token_net, net.anr]
     return {"parameters": sum(p.numel() for p in net.parameters()),
             "decoder_parameters": sum(p.numel() for m in dec for p in m.parameters()) + net.log_gain.numel(),
-            "encoder_macs_per_px": count_macs(lambda: net.analysis(x, 0)) / px,
-            "decoder_macs_per_px": count_macs(decode) / px}
+            "encoder_macs_per_px": macs(lambda: net.analysis(x, 0)) / px,
+            "decoder_macs_per_px": macs(decode) / px}
 
 
 def bmshj_cost(model: FactorizedPrior, size=MAC_SIZE) -> dict:
@@ -433,8 +418,8 @@ def bmshj_cost(model: FactorizedPrior, size=MAC_SIZE) -> dict:
     y = torch.zeros(1, net.M, h // 16, w // 16)
     return {"parameters": sum(p.numel() for p in net.parameters()),
             "decoder_parameters": sum(p.numel() for p in net.g_s.parameters()),
-            "encoder_macs_per_px": count_macs(lambda: net.g_a(x)) / (h * w),
-            "decoder_macs_per_px": count_macs(lambda: net.g_s(y)) / (h * w)}
+            "encoder_macs_per_px": macs(lambda: net.g_a(x)) / (h * w),
+            "decoder_macs_per_px": macs(lambda: net.g_s(y)) / (h * w)}
 
 
 # -- output ----------------------------------------------------------------------------------
@@ -489,13 +474,10 @@ def write_plot(result: dict, path: Path) -> None:
 def published_bmshj(max_bpp: float) -> dict | None:
     if not PUBLISHED.exists():
         return None
-    bpp, psnr = [], []
-    for line in PUBLISHED.read_text().splitlines()[1:]:
-        f = line.split("\t")
-        if f[0] == PUBLISHED_CODEC and float(f[2]) <= max_bpp:
-            bpp.append(float(f[2]))
-            psnr.append(float(f[3]))
-    return {"source": str(PUBLISHED.name), "codec": PUBLISHED_CODEC, "bpp": bpp, "psnr": psnr} if bpp else None
+    c = read_reference(PUBLISHED).get(PUBLISHED_CODEC, {"bpp": [], "psnr-rgb": []})
+    pts = [(b, p) for b, p in zip(c["bpp"], c["psnr-rgb"]) if b <= max_bpp]
+    return ({"source": str(PUBLISHED.name), "codec": PUBLISHED_CODEC,
+             "bpp": [b for b, _ in pts], "psnr": [p for _, p in pts]} if pts else None)
 
 
 def _fmt(v, spec):

@@ -121,7 +121,7 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
     p.add_argument("--device", default="auto")
     p.add_argument("--config", default="", help="model options for a new run, e.g. "
-                   "'bilinear_skip=1,token_dim=32' (ModelConfig fields; ignored when resuming)")
+                   "'token_dim=32,mlp_hidden=64' (ModelConfig fields; ignored when resuming)")
     return p.parse_args(argv)
 
 
@@ -262,12 +262,12 @@ def main(argv=None) -> None:
     prefetch = ThreadPoolExecutor(max_workers=1)
     pending = prefetch.submit(draw)
     while step < args.steps and not stop["flag"]:
-        if args.minutes and time.time() - t_start > args.minutes * 60:
-            break
         t0 = time.time()
-        late = args.minutes and time.time() - t_start > (args.minutes - args.anneal_minutes) * 60
+        if args.minutes and t0 - t_start > args.minutes * 60:
+            break
+        late = args.minutes and t0 - t_start > (args.minutes - args.anneal_minutes) * 60
         for g in opt.param_groups:
-            g["lr"] = lr_at(step, args.lr, drops) * (0.1 if late and args.anneal_minutes else 1.0)
+            g["lr"] = lr_at(step, args.lr, drops) * (0.1 if late else 1.0)
         drawn = pending.result()
         pending = prefetch.submit(draw)
         qi, x, points = step_inputs(drawn, args.crop, device)

@@ -36,6 +36,8 @@ class ModelConfig:
     dec_width: int = 192
     dec_depth: int = 2
     token_dim: int = 64
+    token_res8: int = 0     # residual conv blocks in the token network at stride 8
+    token_res4: int = 0     # ... and at stride 4 (data-token resolution)
     mlp_hidden: int = 128
     heads: int = 4
     n_freqs: int = 6
@@ -61,7 +63,8 @@ class AnrModel(nn.Module):
         super().__init__()
         self.config = c = config or ModelConfig()
         self.encoder = HyperEncoder(c.latent_channels, c.enc_width, c.enc_depth, c.heads)
-        self.token_net = TokenNetwork(c.latent_channels, c.dec_width, c.dec_depth, c.heads, c.token_dim)
+        self.token_net = TokenNetwork(c.latent_channels, c.dec_width, c.dec_depth, c.heads, c.token_dim,
+                                      c.token_res8, c.token_res4)
         self.anr = ANRDecoder(c.token_dim, c.heads, c.mlp_hidden, c.n_freqs, c.max_freq, c.threshold)
         nq = len(c.lambdas)
         # Gains start at sqrt(lambda / lambda_max): the quantiser step that balances

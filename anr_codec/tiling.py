@@ -12,7 +12,8 @@ whole image (up to float summation order in the convolutions):
   on); each of the two 5x5 neighbourhood-attention blocks spreads that by 2 rows. A
   margin of 5 latent rows/columns leaves the tile's inside exact.
 - Token network: two attention blocks (2 + 2 rows), then 3x3 convolutions at strides 8
-  and 4 (less than one latent row): again 5.
+  and 4 (less than one latent row): again 5; a grown token network reaches further
+  (`TokenNetwork.margin`).
 - ANR: an output pixel attends to the 3x3 tokens around its cell: a margin of 1 token
   (2 for the arbitrary-point path, where cells come from float coordinates).
 Tiles start at multiples of 16 pixels, so the stem's strides line up with the whole
@@ -30,7 +31,7 @@ import torch
 from .model import pad_to_multiple
 from .tokens import TOKEN_STRIDE
 
-NET_MARGIN = 5          # latent positions; see above
+NET_MARGIN = 5          # latent positions for the encoder; see above
 NET_SINGLE = 160 * 160  # latent positions computed in one pass (~2.5 GB peak)
 NET_TILE = 128          # latent positions per tile side, margin excluded
 RENDER_SINGLE = 1 << 22  # output pixels rendered in one pass
@@ -75,7 +76,7 @@ def tokens(net, y_hat: torch.Tensor, qi: int) -> torch.Tensor:
         return net.tokens(y_hat[None], qi)
     s = 16 // TOKEN_STRIDE
     out = None
-    for a, b, c, d, a0, b0, c0, d0 in _tiles(h, w, NET_TILE, NET_MARGIN):
+    for a, b, c, d, a0, b0, c0, d0 in _tiles(h, w, NET_TILE, net.token_net.margin):
         t = net.tokens(y_hat[None, :, a0:b0, c0:d0], qi)
         if out is None:
             out = t.new_empty(1, t.shape[1], h * s, w * s)

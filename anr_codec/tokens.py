@@ -2,10 +2,14 @@
 
 Transformer blocks work on the coarse grid where they are cheap per pixel; two
 pixel-shuffle upsampling steps then give a denser token grid, so each output pixel draws
-on tokens that are close to it.
+on tokens that are close to it. Optional residual conv blocks at stride 8 and stride 4
+add capacity where spatial detail is made; their last layer starts at zero, so a trained
+model grown with them computes the same function until training moves them.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import nn
@@ -15,9 +19,23 @@ from .layers import TransformerBlock
 TOKEN_STRIDE = 4
 
 
+class ResidualConv(nn.Module):
+    """x + conv3x3(GELU(conv3x3(x))) with a 2x wider middle; zero-initialised output."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(channels, 2 * channels, 3, padding=1), nn.GELU(),
+                                  nn.Conv2d(2 * channels, channels, 3, padding=1))
+        nn.init.zeros_(self.body[2].weight)
+        nn.init.zeros_(self.body[2].bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.body(x)
+
+
 class TokenNetwork(nn.Module):
     def __init__(self, latent_channels: int = 128, width: int = 192, depth: int = 2,
-                 heads: int = 4, token_dim: int = 64):
+                 heads: int = 4, token_dim: int = 64, res8: int = 0, res4: int = 0):
         super().__init__()
         self.inp = nn.Conv2d(latent_channels, width, 1)
         self.blocks = nn.Sequential(*[TransformerBlock(width, heads) for _ in range(depth)])
@@ -28,6 +46,13 @@ class TokenNetwork(nn.Module):
             nn.Conv2d(mid, 4 * token_dim, 1), nn.PixelShuffle(2), nn.GELU(),  # stride 4
             nn.Conv2d(token_dim, token_dim, 3, padding=1),
         )
+        self.res8 = nn.Sequential(*[ResidualConv(mid) for _ in range(res8)])
+        self.res4 = nn.Sequential(*[ResidualConv(token_dim) for _ in range(res4)])
+        # Receptive-field reach in latent rows (tiles need this margin to be exact): each
+        # 5x5 attention block reaches 2 rows; a 3x3 conv reaches 1/2 row at stride 8 and
+        # 1/4 at stride 4 (one up-path conv plus two per residual block at each stride).
+        self.margin = 2 * depth + math.ceil((1 + 2 * res8) / 2 + (1 + 2 * res4) / 4)
 
     def forward(self, y_hat: torch.Tensor) -> torch.Tensor:
-        return self.up(self.blocks(self.inp(y_hat)))
+        h = self.up[:5](self.blocks(self.inp(y_hat)))   # stride 8, after its activation
+        return self.res4(self.up[5:](self.res8(h)))

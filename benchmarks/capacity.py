@@ -1,0 +1,109 @@
+"""Where does a trained model lose quality? Three numbers per image, for whoever trains next.
+
+    python benchmarks/capacity.py IMAGE [IMAGE ...] [--model anr-v1] [--steps 150]
+
+1. PSNR of the decoded latent with and without rounding, per quality: when they agree,
+   quantisation is not what limits quality; the autoencoder itself is. Also how many latent
+   channels carry symbols (> 5 % of positions nonzero).
+2. Fitting the latent itself by gradient descent (no rate, no rounding): how far the
+   decoder can go when the encoder is perfect. A small gain means the decoder is the limit.
+3. Fitting the ANR data tokens directly: how far the ANR renderer alone can go. A large
+   gain over (2) means the token network (latent -> tokens) is the limit.
+
+Use training images (not Kodak): this guides training, it is not an evaluation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+from PIL import Image
+
+from anr_codec.weights import load_model
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float(10 * torch.log10(1 / ((a.clamp(0, 1) - b) ** 2).mean()))
+
+
+def load_crop(path: str, width: int, height: int) -> torch.Tensor:
+    """Centre crop (multiples of 16) as (1, 3, H, W) in [0, 1]."""
+    img = Image.open(path).convert("RGB")
+    w, h = img.size
+    cw, ch = min(width, w) // 16 * 16, min(height, h) // 16 * 16
+    img = img.crop(((w - cw) // 2, (h - ch) // 2, (w - cw) // 2 + cw, (h - ch) // 2 + ch))
+    return torch.from_numpy(np.array(img)).permute(2, 0, 1)[None].float() / 255
+
+
+def quantisation_table(net, x: torch.Tensor) -> list[dict]:
+    rows = []
+    with torch.no_grad():
+        for qi in range(net.n_qualities):
+            y = net.analysis(x, qi)
+            med = net.medians(qi)[None, :, None, None]
+            sym = torch.round(y - med)
+            _, lik = net.priors[qi](sym + med, training=False)
+            render = lambda v: net.anr.render_grid(net.tokens(v, qi))  # noqa: E731
+            rows.append({"quality": qi + 1,
+                         "bpp": float(-torch.log2(lik).sum()) / (x.shape[-1] * x.shape[-2]),
+                         "psnr_rounded": psnr(render(sym + med), x),
+                         "psnr_unrounded": psnr(render(y), x),
+                         "active_channels": int(((sym != 0).float().mean((0, 2, 3)) > 0.05).sum())})
+    return rows
+
+
+def fit(render, start: torch.Tensor, x: torch.Tensor, steps: int, lr: float) -> list[tuple[int, float]]:
+    """Adam on `start` (a latent or a token map) for pure MSE; PSNR every steps // 5."""
+    v = start.detach().clone().requires_grad_(True)
+    opt = torch.optim.Adam([v], lr=lr)
+    curve = []
+    for it in range(steps + 1):
+        out = render(v)
+        loss = ((out - x) ** 2).mean()
+        if it % max(1, steps // 5) == 0 or it == steps:
+            curve.append((it, psnr(out.detach(), x)))
+        if it < steps:
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return curve
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("images", nargs="+")
+    p.add_argument("--model", default=None, help="installed model name or .pt path (default: the shipped one)")
+    p.add_argument("--size", default="512x384", help="centre crop WxH")
+    p.add_argument("--steps", type=int, default=150, help="gradient steps for the two fits")
+    p.add_argument("--quality", type=int, default=0, help="quality for the fits (default: the highest)")
+    args = p.parse_args(argv)
+    torch.manual_seed(0)
+    net = load_model(args.model, torch.device("cpu")).net.eval()
+    for prm in net.parameters():
+        prm.requires_grad_(False)
+    w, h = (int(v) for v in args.size.lower().split("x"))
+    qi = (args.quality or net.n_qualities) - 1
+    for path in args.images:
+        x = load_crop(path, w, h)
+        print(f"{path} ({x.shape[-1]}x{x.shape[-2]})")
+        print("  quality    bpp  rounded dB  unrounded dB  active channels")
+        for r in quantisation_table(net, x):
+            print(f"  {r['quality']:7d} {r['bpp']:6.3f} {r['psnr_rounded']:11.2f} {r['psnr_unrounded']:13.2f}"
+                  f" {r['active_channels']:8d} of {net.config.latent_channels}")
+        with torch.no_grad():
+            y0 = net.analysis(x, qi)
+            t0 = net.tokens(y0, qi)
+        for name, render, start, lr in (
+                ("latent fit", lambda v: net.anr.render_grid(net.tokens(v, qi)), y0, 0.05),
+                ("token fit", net.anr.render_grid, t0, 0.02)):
+            t = time.time()
+            curve = fit(render, start, x, args.steps, lr)
+            pts = ", ".join(f"{i}: {v:.2f}" for i, v in curve)
+            print(f"  {name} (quality {qi + 1}, PSNR dB by step): {pts}  [{time.time() - t:.0f} s]")
+
+
+if __name__ == "__main__":
+    main()

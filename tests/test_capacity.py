@@ -1,0 +1,33 @@
+"""benchmarks/capacity.py: the training diagnostic runs and its fits do what they claim."""
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import capacity  # noqa: E402
+
+
+def test_fit_improves_on_its_start():
+    torch.manual_seed(0)
+    target = torch.rand(1, 3, 8, 8)
+    weight = torch.randn(3, 5, 1, 1)
+    render = lambda v: torch.nn.functional.conv2d(v, weight)  # noqa: E731
+    curve = capacity.fit(render, torch.zeros(1, 5, 8, 8), target, steps=40, lr=0.05)
+    assert curve[0][0] == 0 and curve[-1][0] == 40
+    assert curve[-1][1] > curve[0][1] + 3
+
+
+def test_report_on_a_small_image(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    img = (rng.random((40, 56, 3)) * 64 + np.linspace(0, 160, 56)[None, :, None]).astype(np.uint8)
+    path = tmp_path / "a.png"
+    Image.fromarray(img).save(path)
+    capacity.main([str(path), "--size", "48x32", "--steps", "2"])
+    out = capsys.readouterr().out
+    assert "(48x32)" in out
+    assert out.count(" of 128") >= 7          # one row per quality
+    assert "latent fit" in out and "token fit" in out

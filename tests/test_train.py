@@ -108,3 +108,12 @@ def test_config_option_shapes_a_new_run(data_dir, tmp_path):
     state = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
     assert state["config"]["token_dim"] == 32 and state["config"]["mlp_hidden"] == 64
     assert state["model"]["anr.mlp.0.weight"].shape[0] == 64
+
+
+def test_lr_warms_up_again_when_adam_restarts_on_trained_weights():
+    from anr_codec.train import lr_at
+    assert lr_at(0, 1.0, []) == pytest.approx(1 / 500)
+    assert lr_at(20_000, 1.0, []) == 1.0                       # resumed with Adam's state
+    assert lr_at(20_000, 1.0, [], fresh_steps=0) == pytest.approx(1 / 200)
+    assert lr_at(20_199, 1.0, [], fresh_steps=199) == 1.0
+    assert lr_at(20_000, 1.0, [15_000], fresh_steps=500) == pytest.approx(0.1)

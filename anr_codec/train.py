@@ -141,8 +141,7 @@ def parse_config(text: str) -> dict:
 def lr_at(step: int, base: float, drops: list[int], fresh_steps: int | None = None) -> float:
     """Warm-up over the first 500 steps of training, and again over the first 200 steps
     after Adam restarts from zero moments on trained weights (`fresh_steps` counts them):
-    a restarted Adam moves every weight by ~lr at once, which measurably set a trained
-    model back at lr 5e-4."""
+    its first steps move every weight by about lr at once, whatever its gradient."""
     warm = min(1.0, (step + 1) / 500)
     if fresh_steps is not None:
         warm = min(warm, (fresh_steps + 1) / 200)

@@ -31,3 +31,21 @@ def test_report_on_a_small_image(tmp_path, capsys):
     assert "(48x32)" in out
     assert out.count(" of 128") >= 7          # one row per quality
     assert "latent fit" in out and "token fit" in out
+
+
+def test_compare_checkpoints_reports_each_checkpoint(tmp_path, capsys):
+    """benchmarks/compare_checkpoints.py on a tiny stand-in for the training folder."""
+    import compare_checkpoints
+    from anr_codec.model import AnrModel
+
+    rng = np.random.default_rng(1)
+    for sub, name in (("wikipedia", "a.png"), ("bsds500/test", "b.jpg")):
+        (tmp_path / sub).mkdir(parents=True)
+        Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(tmp_path / sub / name)
+    torch.manual_seed(0)
+    ckpt = tmp_path / "m.pt"
+    torch.save({"config": AnrModel().config.to_dict(), "model": AnrModel().state_dict(), "step": 7}, ckpt)
+    compare_checkpoints.main([str(ckpt), "--data", str(tmp_path), "--size", "32x32"])
+    out = capsys.readouterr().out
+    assert "2 crops of 32x32" in out and "(step 7)" in out
+    assert len(out.split("| bpp")[1].split("|")[0].split()) == 7   # one bpp per quality

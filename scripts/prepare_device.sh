@@ -3,7 +3,9 @@
 #   .whl/          cp312 wheels of the packages that machine lacks
 #   .device-data/  the training images, compact enough to travel (< 64 MiB with the rest):
 #                  BSDS500 JPEGs byte-for-byte, the Wikipedia PNGs as JPEG quality 85 (4:4:4);
-#                  q85 leaves room for a carried checkpoint (.device-run, ~8 MB) under 64 MiB
+#                  q85 keeps a first call at ~57 MiB (the repo itself is ~15 MB with the
+#                  13 MB model). A second call carrying .device-run (~11 MB since the token
+#                  network grew) goes over 64 MiB: move .device-data/wiki aside for it.
 # Usage (repo root): bash scripts/prepare_device.sh [../shared/data/train]
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -22,11 +22,17 @@ import numpy as np
 import torch
 from PIL import Image
 
+from anr_codec.metrics import psnr_from_mse
 from anr_codec.weights import load_model
 
 
+def mse(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Of a decoded image (clipped to [0, 1], as the codec does) against the target."""
+    return float(((a.clamp(0, 1) - b) ** 2).mean())
+
+
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float(10 * torch.log10(1 / ((a.clamp(0, 1) - b) ** 2).mean()))
+    return psnr_from_mse(mse(a, b), 1.0)
 
 
 def load_crop(path: str, width: int, height: int) -> torch.Tensor:
@@ -38,7 +44,9 @@ def load_crop(path: str, width: int, height: int) -> torch.Tensor:
     return torch.from_numpy(np.array(img)).permute(2, 0, 1)[None].float() / 255
 
 
-def quantisation_table(net, x: torch.Tensor) -> list[dict]:
+def quantisation_table(net, x: torch.Tensor, unrounded: bool = True) -> list[dict]:
+    """Per quality: estimated bpp, MSE/PSNR of the rounded latent's decode (and of the
+    unrounded one, unless `unrounded` is False: that costs a second decode), active channels."""
     rows = []
     with torch.no_grad():
         for qi in range(net.n_qualities):
@@ -47,11 +55,13 @@ def quantisation_table(net, x: torch.Tensor) -> list[dict]:
             sym = torch.round(y - med)
             _, lik = net.priors[qi](sym + med, training=False)
             render = lambda v: net.anr.render_grid(net.tokens(v, qi))  # noqa: E731
+            err = mse(render(sym + med), x)
             rows.append({"quality": qi + 1,
                          "bpp": float(-torch.log2(lik).sum()) / (x.shape[-1] * x.shape[-2]),
-                         "psnr_rounded": psnr(render(sym + med), x),
-                         "psnr_unrounded": psnr(render(y), x),
+                         "mse_rounded": err, "psnr_rounded": psnr_from_mse(err, 1.0),
                          "active_channels": int(((sym != 0).float().mean((0, 2, 3)) > 0.05).sum())})
+            if unrounded:
+                rows[-1]["psnr_unrounded"] = psnr(render(y), x)
     return rows
 
 

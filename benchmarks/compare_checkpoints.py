@@ -20,6 +20,7 @@ import torch
 
 from capacity import load_crop, quantisation_table
 
+from anr_codec.metrics import psnr_from_mse
 from anr_codec.model import AnrModel, ModelConfig
 
 
@@ -29,19 +30,20 @@ def crops(data: Path, width: int, height: int) -> list[torch.Tensor]:
     return [load_crop(str(p), width, height) for p in paths]
 
 
-def load_checkpoint(path: str) -> AnrModel:
+def load_checkpoint(path: str) -> tuple[AnrModel, int | None]:
+    """A training checkpoint or an exported model -> (model, its step count)."""
     state = torch.load(path, map_location="cpu", weights_only=True)
     net = AnrModel(ModelConfig.from_dict(state["config"]))
     net.load_state_dict(state["model"])
-    return net.eval()
+    return net.eval(), state.get("step")
 
 
 def summary(net: AnrModel, images: list[torch.Tensor]) -> dict:
-    rows = [[(r["bpp"], 10 ** (-r["psnr_rounded"] / 10)) for r in quantisation_table(net, x)] for x in images]
+    rows = [[(r["bpp"], r["mse_rounded"]) for r in quantisation_table(net, x, unrounded=False)] for x in images]
     tab = np.array(rows)  # (images, qualities, 2)
     bpp, mse = tab[..., 0].mean(0), tab[..., 1].mean(0)
     loss = [lam * 255 ** 2 * m + b for lam, m, b in zip(net.config.lambdas, mse, bpp)]
-    return {"psnr": (-10 * np.log10(mse)).tolist(), "bpp": bpp.tolist(), "mean_loss": float(np.mean(loss))}
+    return {"psnr": [psnr_from_mse(m, 1.0) for m in mse], "bpp": bpp.tolist(), "mean_loss": float(np.mean(loss))}
 
 
 def main(argv=None) -> None:
@@ -56,9 +58,8 @@ def main(argv=None) -> None:
         raise SystemExit(f"no training images under {args.data}")
     print(f"{len(images)} crops of {w}x{h} from {args.data}")
     for path in args.checkpoints:
-        net = load_checkpoint(path)
+        net, step = load_checkpoint(path)
         s = summary(net, images)
-        step = torch.load(path, map_location="cpu", weights_only=True).get("step")
         print(f"{path} (step {step}): PSNR {' '.join(f'{v:.2f}' for v in s['psnr'])} | "
               f"bpp {' '.join(f'{v:.3f}' for v in s['bpp'])} | mean RD loss {s['mean_loss']:.3f}", flush=True)
 

@@ -27,9 +27,12 @@ def _codec() -> Codec:
     return _default
 
 
-def encode(image, quality: int | None = None) -> bytes:
-    """Encode an image (PIL image, path, or HxWx3 uint8 array) to the bytes of a .anr file."""
-    return _codec().encode(image, quality)
+def encode(image, quality: int | None = None, refine: int = 0) -> bytes:
+    """Encode an image (PIL image, path, or HxWx3 uint8 array) to the bytes of a .anr file.
+
+    `refine` > 0 spends that many gradient steps improving the latent for this image
+    (much slower encoding, better quality per bit; decoding is unchanged)."""
+    return _codec().encode(image, quality, refine=refine)
 
 
 def decode(data, scale: float = 1.0, size: tuple[int, int] | None = None, max_pixels: int | None = None):

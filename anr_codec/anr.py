@@ -94,11 +94,7 @@ class ANRDecoder(nn.Module):
         n = TOKEN_STRIDE * scale
         kv = self.to_kv(tokens)
         k_all, v_all = kv[:, :d], kv[:, d:]
-        # Offsets of the n x n output pixels inside a cell, in cell units (x, y).
-        # Coordinates stay float32 under mixed precision (see fourier_features).
-        t = (torch.arange(n, device=tokens.device, dtype=torch.float32) + 0.5) / n - 0.5
-        u0 = torch.stack(torch.meshgrid(t, t, indexing="ij")[::-1], dim=-1).reshape(n * n, 2)
-        log_fp = torch.full((2,), -math.log2(scale), device=tokens.device)
+        u0, log_fp = _cell_offsets(scale, tokens.device)
         fp_cells = torch.full((2,), 1.0 / n, device=tokens.device)
         inside = F.unfold(tokens.new_ones(1, 1, h, w), 3, padding=1) > 0.5  # (1, 9, L)
         L = h * w
@@ -118,6 +114,17 @@ class ANRDecoder(nn.Module):
                 out[:, s:e] = self._attend_shared(shared, keys, vals, valid)
         out = out.view(b, h, w, n, n, 3).permute(0, 5, 1, 3, 2, 4)
         return out.reshape(b, 3, h * n, w * n)
+
+    def render_cells(self, tokens: torch.Tensor, cells: torch.Tensor) -> torch.Tensor:
+        """The scale-1 pixels of some token cells only (what `render_grid` gives there):
+        tokens (B, D, h, w), cells (N,) flat cell indices -> (B, N, 16, 3), each cell's
+        4 x 4 pixels in raster order. Lets encoder-side refinement sample pixels cheaply."""
+        b, d, h, w = tokens.shape
+        kv = F.unfold(self.to_kv(tokens), 3, padding=1).view(b, 2 * d, 9, h * w)[..., cells]
+        kv = kv.permute(0, 3, 2, 1)                                          # (B, N, 9, 2D)
+        inside = F.unfold(tokens.new_ones(1, 1, h, w), 3, padding=1)[0][:, cells].T > 0.5
+        shared = self._shared_queries(*_cell_offsets(1, tokens.device))
+        return self._attend_shared(shared, kv[..., :d], kv[..., d:], inside)
 
     def _shared_queries(self, u0: torch.Tensor, log_fp: torch.Tensor):
         """Everything that depends only on the in-cell offset, computed once for all cells."""
@@ -168,6 +175,16 @@ class ANRDecoder(nn.Module):
         log_fp = footprint.float().log2()
         feat = self._features(u, log_fp)
         return self._attend(feat, u, kvn[..., :d], kvn[..., d:], valid)
+
+
+def _cell_offsets(scale: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Offsets of the (4s)^2 output pixels inside a token cell, in cell units (x, y), row
+    by row, and the log2 pixel footprint. Float32 even under mixed precision (see
+    fourier_features)."""
+    n = TOKEN_STRIDE * scale
+    t = (torch.arange(n, device=device, dtype=torch.float32) + 0.5) / n - 0.5
+    u0 = torch.stack(torch.meshgrid(t, t, indexing="ij")[::-1], dim=-1).reshape(n * n, 2)
+    return u0, torch.full((2,), -math.log2(scale), device=device)
 
 
 def _unfold_rows(x: torch.Tensor, start: int, end: int) -> torch.Tensor:

@@ -19,12 +19,15 @@ from .container import AnrFile, Header
 from .entropy import SYMBOL_LIMIT, symbols_checksum
 from .errors import AnrError
 from .images import from_planes, open_image, to_planes
+from .model import pad_to_multiple
+from .refine import refine as refine_latent
 from .weights import DEFAULT_MODEL, LoadedModel, installed_hash16, load_model
 
 DEFAULT_QUALITY = 5
 DEFAULT_MAX_PIXELS = 256_000_000   # like Pillow's decompression-bomb guard; raise it explicitly
 MAX_SCALE = 16.0
 QUERIES_PER_CHUNK = 1 << 16         # bounds decoder memory at any output size
+MAX_REFINE = 1000                   # refinement steps; more would only burn time
 
 
 def pick_device(device: str | torch.device | None) -> torch.device:
@@ -54,8 +57,9 @@ class Codec:
     """
 
     def __init__(self, quality: int | None = None, device: str = "auto", model: str | Path | None = None,
-                 max_pixels: int = DEFAULT_MAX_PIXELS):
+                 max_pixels: int = DEFAULT_MAX_PIXELS, refine: int = 0):
         self.device = pick_device(device)
+        self.refine = self._check_refine(refine)
         self.model_ref = model or DEFAULT_MODEL
         self.max_pixels = max_pixels
         self._model: LoadedModel | None = None
@@ -72,6 +76,12 @@ class Codec:
 
     def qualities(self) -> list[int]:
         return self.model.qualities
+
+    @staticmethod
+    def _check_refine(steps) -> int:
+        if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or not 0 <= steps <= MAX_REFINE:
+            raise AnrError(f"refine must be an integer in 0..{MAX_REFINE}, got {steps!r}")
+        return int(steps)
 
     def _check_quality(self, q) -> int:
         if isinstance(q, bool) or not isinstance(q, (int, np.integer)):
@@ -97,10 +107,14 @@ class Codec:
         return other
 
     # -- encoding ------------------------------------------------------------------
-    @torch.inference_mode()
-    def encode(self, image, quality: int | None = None) -> bytes:
-        """Encode a PIL image, a path, bytes of an image file, or an HxWx3 uint8 array."""
+    def encode(self, image, quality: int | None = None, refine: int | None = None) -> bytes:
+        """Encode a PIL image, a path, bytes of an image file, or an HxWx3 uint8 array.
+
+        `refine`: gradient steps of encoder-side latent refinement (default: the codec's
+        setting, 0 = off); slower encoding for a better rate-distortion trade-off, and the
+        same decoder (see anr_codec.refine)."""
         q = self._check_quality(quality if quality is not None else (self.quality or DEFAULT_QUALITY))
+        steps = self._check_refine(refine if refine is not None else self.refine)
         rgb, alpha, mode = to_planes(open_image(image, max_pixels=self.max_pixels))
         h, w = rgb.shape[:2]
         if h * w > self.max_pixels:
@@ -108,7 +122,11 @@ class Codec:
         if max(h, w) > container.MAX_SIDE:
             raise AnrError(f"image side exceeds {container.MAX_SIDE} pixels")
         m = self.model
-        y = tiling.analysis(m.net, rgb, q - 1, self.device)  # in tiles when big: bounded memory
+        with torch.inference_mode():
+            y = tiling.analysis(m.net, rgb, q - 1, self.device)  # in tiles when big: bounded memory
+        if steps:
+            x = pad_to_multiple(tiling.pixels_tensor(rgb, self.device))
+            y = refine_latent(m.net, x, y.clone(), q - 1, w, h, steps)
         med = m.net.medians(q - 1)[:, None, None]
         symbols = torch.round(y - med).clamp(-SYMBOL_LIMIT, SYMBOL_LIMIT).to(torch.int32).cpu().numpy()
         payload = m.coder(q).encode(symbols)

@@ -181,9 +181,9 @@ def _sweep(images, settings, encode, decode, key: str, tick: _Ticker, rows_out: 
     return per_setting
 
 
-def _anr_codec(device: str, model):
+def _anr_codec(device: str, model, refine: int = 0):
     from .codec import Codec
-    return Codec(device=device, model=model)
+    return Codec(device=device, model=model, refine=refine)
 
 
 def _warm_up(codec, quality: int) -> None:
@@ -215,17 +215,17 @@ def _check_baselines(keys) -> list[str]:
 
 def run_eval(folder, qualities=None, baselines=None, device: str = "auto", model=None,
              limit: int | None = None, per_image: bool = False, reference: dict | None = None,
-             ms_ssim: bool = True, progress: Progress | None = None) -> dict:
+             ms_ssim: bool = True, progress: Progress | None = None, refine: int = 0) -> dict:
     """RD of anr at `qualities` (default: all) and of each Pillow baseline (default: every one
     this Pillow supports) on the images in `folder`, with BD figures of anr against each.
 
     `reference` (from `read_reference`) adds published curves: anr's BD figures against them
     go in "bd_reference" and the curves in "reference" (for the plot). MS-SSIM is the
     slowest measurement (about a second per Kodak image on a small CPU): `ms_ssim=False`
-    leaves it out."""
+    leaves it out. `refine` encodes with that many steps of latent refinement."""
     keys = _check_baselines(baselines)
     files = list_images(folder, limit)
-    codec = _anr_codec(device, model)
+    codec = _anr_codec(device, model, refine)
     qs = _check_qualities(codec, qualities)
     images = [(f.name, load_rgb(f)) for f in files]
     tick = _Ticker(len(images) * (len(qs) + sum(len(BASELINES[k].settings) for k in keys)), progress)
@@ -240,7 +240,8 @@ def run_eval(folder, qualities=None, baselines=None, device: str = "auto", model
     _warm_up(codec, qs[0])
     m = codec.model
     codecs = {"anr": codec_result(
-        "anr", f"anr-codec, model {m.name} ({m.sha256.hex()[:12]}), device {codec.device.type}",
+        "anr", f"anr-codec, model {m.name} ({m.sha256.hex()[:12]}), device {codec.device.type}"
+               + (f", {refine} refinement steps" if refine else ""),
         "quality", qs, _sweep(images, qs, anr_encode, anr_decode, "anr", tick, rows, ms_ssim))}
     for k in keys:
         b = BASELINES[k]
@@ -248,7 +249,7 @@ def run_eval(folder, qualities=None, baselines=None, device: str = "auto", model
                                  _sweep(images, b.settings, lambda rgb, v, b=b: b.save(Image.fromarray(rgb), v),
                                         _pillow_decode, k, tick, rows, ms_ssim))
     result = {"dataset": str(folder), "images": [n for n, _ in images], "model": m.name,
-              "device": codec.device.type, "bd_method": BD_METHOD, "codecs": codecs,
+              "device": codec.device.type, "refine": refine, "bd_method": BD_METHOD, "codecs": codecs,
               "bd": {k: bd_against(codecs[k]["results"], codecs["anr"]["results"]) for k in keys},
               "notes": _notes(images, ms_ssim)}
     if reference:

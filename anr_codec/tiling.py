@@ -38,7 +38,7 @@ RENDER_SINGLE = 1 << 22  # output pixels rendered in one pass
 RENDER_TILE = 64        # tokens per tile side, margin excluded
 
 
-def _tiles(h: int, w: int, core: int, margin: int):
+def tiles(h: int, w: int, core: int, margin: int):
     """(a, b, c, d, a0, b0, c0, d0): core rows a..b, cols c..d; with margin a0..b0, c0..d0."""
     for a in range(0, h, core):
         b = min(h, a + core)
@@ -47,7 +47,7 @@ def _tiles(h: int, w: int, core: int, margin: int):
             yield a, b, c, d, max(0, a - margin), min(h, b + margin), max(0, c - margin), min(w, d + margin)
 
 
-def _pixels(rgb: np.ndarray, device) -> torch.Tensor:
+def pixels_tensor(rgb: np.ndarray, device) -> torch.Tensor:
     # A copy: arrays from PIL are read-only, which torch.from_numpy warns about.
     return torch.from_numpy(np.array(rgb)).to(device).permute(2, 0, 1)[None].float() / 255
 
@@ -57,12 +57,12 @@ def analysis(net, rgb: np.ndarray, qi: int, device) -> torch.Tensor:
     H, W = rgb.shape[:2]
     h, w = -(-H // 16), -(-W // 16)
     if h * w <= NET_SINGLE:
-        return net.analysis(pad_to_multiple(_pixels(rgb, device)), qi)[0]
+        return net.analysis(pad_to_multiple(pixels_tensor(rgb, device)), qi)[0]
     out = None
-    for a, b, c, d, a0, b0, c0, d0 in _tiles(h, w, NET_TILE, NET_MARGIN):
+    for a, b, c, d, a0, b0, c0, d0 in tiles(h, w, NET_TILE, NET_MARGIN):
         # Slices past the image end stop at it; pad_to_multiple then replicates its edge
         # exactly as for the whole image. Inner tiles are whole multiples of 16.
-        y = net.analysis(pad_to_multiple(_pixels(rgb[16 * a0:16 * b0, 16 * c0:16 * d0], device)), qi)[0]
+        y = net.analysis(pad_to_multiple(pixels_tensor(rgb[16 * a0:16 * b0, 16 * c0:16 * d0], device)), qi)[0]
         if out is None:
             out = y.new_empty(y.shape[0], h, w)
         out[:, a:b, c:d] = y[:, a - a0:b - a0, c - c0:d - c0]
@@ -76,7 +76,7 @@ def tokens(net, y_hat: torch.Tensor, qi: int) -> torch.Tensor:
         return net.tokens(y_hat[None], qi)
     s = 16 // TOKEN_STRIDE
     out = None
-    for a, b, c, d, a0, b0, c0, d0 in _tiles(h, w, NET_TILE, net.token_net.margin):
+    for a, b, c, d, a0, b0, c0, d0 in tiles(h, w, NET_TILE, net.token_net.margin):
         t = net.tokens(y_hat[None, :, a0:b0, c0:d0], qi)
         if out is None:
             out = t.new_empty(1, t.shape[1], h * s, w * s)
@@ -99,8 +99,8 @@ def render(anr, tok: torch.Tensor, width: int, height: int, ow: int, oh: int, qu
         s = int(s)
         n = TOKEN_STRIDE * s
         per_chunk = max(1, queries_per_chunk // (n * n))
-        tiles = _tiles(ht, wt, RENDER_TILE, 1) if ow * oh > RENDER_SINGLE else [(0, ht, 0, wt, 0, ht, 0, wt)]
-        for a, b, c, d, a0, b0, c0, d0 in tiles:
+        parts = tiles(ht, wt, RENDER_TILE, 1) if ow * oh > RENDER_SINGLE else [(0, ht, 0, wt, 0, ht, 0, wt)]
+        for a, b, c, d, a0, b0, c0, d0 in parts:
             if a * n >= oh or c * n >= ow:
                 continue  # only padding
             img = anr.render_grid(tok[:, :, a0:b0, c0:d0], s, cells_per_chunk=per_chunk)[0]

@@ -178,6 +178,10 @@ recursive_option = click.option("-r", "--recursive", is_flag=True,
                                 help="folder arguments: take files from their subfolders too")
 jobs_option = click.option("-j", "--jobs", type=click.IntRange(min=1), default=1, show_default=True, metavar="N",
                            help="files processed at once (worker threads sharing the cores)")
+refine_option = click.option(
+    "--refine", type=click.IntRange(0, 1000), default=0, show_default=True, metavar="N",
+    help="N steps of encoder-side latent refinement: much slower encoding, better quality per "
+         "bit; any decoder reads the file (try 20)")
 json_option = click.option("--json", "as_json", is_flag=True,
                            help="one JSON object per file on stdout (stderr when -o - writes data there)")
 
@@ -206,11 +210,12 @@ def cli():
 @jobs_option
 @click.option("-f", "--force", is_flag=True, help="overwrite existing outputs")
 @click.option("--psnr/--no-psnr", default=True, show_default=True, help="decode once to report PSNR")
+@refine_option
 @json_option
 @device_option
 @model_option
 @_fail_cleanly
-def encode(inputs, output, quality, recursive, jobs, force, psnr, as_json, device, model):
+def encode(inputs, output, quality, recursive, jobs, force, psnr, refine, as_json, device, model):
     """Encode images to .anr files.
 
     INPUT is an image file, a folder of images, a glob pattern ('*.png', quoted or not)
@@ -219,6 +224,7 @@ def encode(inputs, output, quality, recursive, jobs, force, psnr, as_json, devic
     \b
     Examples:
       anrc encode kodim23.png -q 5       # kodim23.anr, statistics on stderr
+      anrc encode kodim23.png --refine 20  # slower encode, smaller/better file
       anrc encode a.png b.jpg 'more/*.png' -o out/
       anrc encode -r photos/ -o anr/ -j 2 --json > stats.jsonl
       cat a.png | anrc encode - -o - > a.anr
@@ -230,7 +236,7 @@ def encode(inputs, output, quality, recursive, jobs, force, psnr, as_json, devic
     plan = batch.plan(inputs, output, recursive=recursive, out_suffix=".anr",
                       accept=lambda p: p.suffix.lower() in suffixes)
     _check_stdio(plan, "image data", ".anr data")
-    codec = Codec(quality=quality, device=device, model=model)
+    codec = Codec(quality=quality, device=device, model=model, refine=refine)
     codec.model  # load it now: a bad --model fails once, not once per file or worker
 
     def work(item):
@@ -483,8 +489,9 @@ def _fmt(v, spec: str, width: int, unit: str = "") -> str:
 def _print_eval_table(result: dict) -> None:
     r = result["codecs"]["anr"]["results"]
     qs = result["codecs"]["anr"]["settings"]["values"]
+    refined = f", {result['refine']} refinement steps" if result.get("refine") else ""
     click.echo(f"{result['dataset']}: {len(result['images'])} images, model {result['model']}, "
-               f"device {result['device']}")
+               f"device {result['device']}{refined}")
     click.echo(f"{'quality':>7} {'bpp':>8} {'PSNR dB':>8} {'MS-SSIM':>8} {'enc s':>7} {'dec s':>7}")
     for i, q in enumerate(qs):
         click.echo(f"{q:>7} {_fmt(r['bpp'][i], '.4f', 8)} {_fmt(r['psnr-rgb'][i], '.2f', 8)} "
@@ -518,11 +525,12 @@ def _print_eval_table(result: dict) -> None:
 @click.option("--ms-ssim/--no-ms-ssim", default=True, show_default=True,
               help="measure MS-SSIM (the slowest metric; images need sides over 160 px)")
 @click.option("-f", "--force", is_flag=True, help="overwrite existing outputs")
+@refine_option
 @device_option
 @model_option
 @_fail_cleanly
 def eval_(image_dir, qualities_str, baselines_str, json_out, plot_out, per_image, reference, limit, ms_ssim,
-          force, device, model):
+          force, refine, device, model):
     """Rate-distortion of anr beside Pillow JPEG, WebP, JPEG 2000 and AVIF on a folder of images.
 
     Every codec runs in this run on the same images; bpp comes from real encoded bytes.
@@ -542,7 +550,8 @@ def eval_(image_dir, qualities_str, baselines_str, json_out, plot_out, per_image
         _need("matplotlib", "--plot")
     ref = evaluate.read_reference(reference) if reference else None
     result = evaluate.run_eval(image_dir, qualities, baselines, device=device, model=model, limit=limit,
-                               per_image=per_image, reference=ref, ms_ssim=ms_ssim, progress=_progress())
+                               per_image=per_image, reference=ref, ms_ssim=ms_ssim, progress=_progress(),
+                               refine=refine)
     _print_eval_table(result)
     if json_out is not None:
         write_atomic(json_out, evaluate.to_json(result).encode(), force)

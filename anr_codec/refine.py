@@ -1,0 +1,102 @@
+"""Encoder-side latent refinement: spend encode time to find symbols that decode better per bit.
+
+The hyper-network predicts the latent in one pass, so its latent is good on average but
+not the best one for each image (the "amortisation gap" of learned codecs). Refinement
+descends this image's own rate-distortion loss, lambda * 255^2 * MSE + bpp, with respect
+to the latent, through the real decoder (token network and ANR), as in Campos et al.
+2019 and Yang et al. 2020. Only the encoder changes: the file format and the decoder
+are the same, so a refined file decodes anywhere.
+
+As in training, the decoder sees hard-rounded latents (straight-through) and the rate
+is the prior's likelihood under uniform noise. Each step renders a random quarter of
+the token cells, which keeps a step cheap and is unbiased for the MSE. Big images are
+refined in tiles of the latent grid with a margin (block coordinate descent in raster
+order), so memory stays bounded; a fixed seed keeps encoding deterministic.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .tiling import tiles
+from .tokens import TOKEN_STRIDE
+
+REFINE_TILE = 64       # latent positions per tile side (1024 pixels), margin excluded
+LEARNING_RATE = 0.02   # in quantiser steps; cosine-decayed to zero over the steps
+CELL_FRACTION = 0.25   # share of token cells rendered per step
+
+
+def bits_map(prior, v: torch.Tensor) -> torch.Tensor:
+    """Bits of each latent value under a factorized prior: (C, h, w) -> (C, h, w)."""
+    c = v.shape[0]
+    lik, _, _ = prior._likelihood(v.reshape(c, 1, -1))
+    lik = prior.likelihood_lower_bound(lik)
+    return -torch.log2(lik).reshape(v.shape)
+
+
+def refine(net, x: torch.Tensor, y0: torch.Tensor, qi: int, width: int, height: int, steps: int,
+           lr: float = LEARNING_RATE, cell_fraction: float = CELL_FRACTION, seed: int = 0) -> torch.Tensor:
+    """x (1, 3, 16h, 16w) the padded image in [0, 1]; y0 (C, h, w) its scaled latent for
+    quality index qi; width x height the real image inside the padding. Returns the
+    refined scaled latent (C, h, w), to be rounded around the prior's medians as usual."""
+    y = y0.detach().clone()
+    if steps <= 0:
+        return y
+    gen = torch.Generator().manual_seed(seed)
+    _, h, w = y.shape
+    margin = net.token_net.margin + 1  # + 1: a pixel attends to the tokens around its cell
+    with torch.enable_grad():
+        for a, b, c, d, a0, b0, c0, d0 in tiles(h, w, REFINE_TILE, margin):
+            core = (slice(a - a0, b - a0), slice(c - c0, d - c0))
+            y[:, a:b, c:d] = _refine_tile(net, x[:, :, 16 * a0:16 * b0, 16 * c0:16 * d0], y[:, a0:b0, c0:d0],
+                                          core, qi, width - 16 * c0, height - 16 * a0, steps, lr,
+                                          cell_fraction, gen)[:, core[0], core[1]]
+    return y
+
+
+def _refine_tile(net, x, y_tile, core, qi, width, height, steps, lr, cell_fraction, gen):
+    """One tile: only the core latents move and only core pixels inside the image count.
+    width/height: how far the real image reaches from the tile's top-left corner."""
+    dev = x.device
+    _, _, th, tw = x.shape
+    ch, cw = th // TOKEN_STRIDE, tw // TOKEN_STRIDE
+    # Target pixels grouped by token cell, in render_cells' order, and which are real.
+    target = x.view(3, ch, TOKEN_STRIDE, cw, TOKEN_STRIDE).permute(1, 3, 2, 4, 0).reshape(ch * cw, -1, 3)
+    rows = torch.arange(th, device=dev) < height
+    cols = torch.arange(tw, device=dev) < width
+    real = (rows[:, None] & cols[None, :]).float()
+    real = real.view(ch, TOKEN_STRIDE, cw, TOKEN_STRIDE).permute(0, 2, 1, 3).reshape(ch * cw, -1, 1)
+    s = 16 // TOKEN_STRIDE
+    in_core = torch.zeros(ch, cw, dtype=torch.bool, device=dev)
+    in_core[core[0].start * s:core[0].stop * s, core[1].start * s:core[1].stop * s] = True
+    cells = (in_core.flatten() & (real.sum((1, 2)) > 0)).nonzero().squeeze(1)
+    if cells.numel() == 0:
+        return y_tile
+    n_pick = max(1, round(cell_fraction * cells.numel()))
+    core_mask = torch.zeros_like(y_tile[:1])
+    core_mask[:, core[0], core[1]] = 1.0
+    core_pixels = float(real[cells].sum())
+
+    lam = float(net.config.lambdas[qi])
+    med = net.medians(qi)[:, None, None]
+    prior = net.priors[qi]
+    y = y_tile.detach().clone().requires_grad_(True)
+    opt = torch.optim.Adam([y], lr=lr)
+    for step in range(steps):
+        for group in opt.param_groups:
+            group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * step / steps))
+        pick = cells[torch.randperm(cells.numel(), generator=gen)[:n_pick].to(dev)]
+        y_hat = y + (torch.round(y - med) + med - y).detach()
+        pred = net.anr.render_cells(net.tokens(y_hat[None], qi), pick)[0]
+        weight = real[pick]
+        mse = (((pred - target[pick]) ** 2) * weight).sum() / (3 * weight.sum())
+        noise = (torch.rand(y.shape, generator=gen) - 0.5).to(dev)
+        bpp = (bits_map(prior, y + noise) * core_mask).sum() / core_pixels
+        loss = lam * 255 ** 2 * mse + bpp
+        opt.zero_grad(set_to_none=False)
+        loss.backward()
+        y.grad.mul_(core_mask)  # margin latents are context, fixed (Adam then leaves them)
+        opt.step()
+    return y.detach()

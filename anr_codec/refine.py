@@ -24,7 +24,10 @@ from .tiling import tiles
 from .tokens import TOKEN_STRIDE
 
 REFINE_TILE = 64       # latent positions per tile side (1024 pixels), margin excluded
-LEARNING_RATE = 0.02   # in quantiser steps; cosine-decayed to zero over the steps
+# Adam step in quantiser steps at the highest quality, cosine-decayed to zero over the
+# steps; lower qualities take smaller steps, (lambda / lambda_max)^(1/4), as on training
+# images larger ones there traded more rate than they saved distortion.
+LEARNING_RATE = 0.04
 CELL_FRACTION = 0.25   # share of token cells rendered per step
 
 
@@ -37,10 +40,13 @@ def bits_map(prior, v: torch.Tensor) -> torch.Tensor:
 
 
 def refine(net, x: torch.Tensor, y0: torch.Tensor, qi: int, width: int, height: int, steps: int,
-           lr: float = LEARNING_RATE, cell_fraction: float = CELL_FRACTION, seed: int = 0) -> torch.Tensor:
+           lr: float | None = None, cell_fraction: float | None = None, seed: int = 0) -> torch.Tensor:
     """x (1, 3, 16h, 16w) the padded image in [0, 1]; y0 (C, h, w) its scaled latent for
     quality index qi; width x height the real image inside the padding. Returns the
     refined scaled latent (C, h, w), to be rounded around the prior's medians as usual."""
+    lambdas = net.config.lambdas
+    lr = LEARNING_RATE * (lambdas[qi] / max(lambdas)) ** 0.25 if lr is None else lr
+    cell_fraction = CELL_FRACTION if cell_fraction is None else cell_fraction
     y = y0.detach().clone()
     if steps <= 0:
         return y

@@ -40,7 +40,7 @@ def test_training_forward_backward_runs():
 @pytest.mark.parametrize("grown", [False, True])
 def test_decoder_cost_per_pixel_is_within_budget(grown):
     """Decoder MACs per output pixel at scale 1 (token network + ANR): at most 60,000,
-    also with the residual blocks a grown token network adds (measured: 33.3k / 52.9k)."""
+    also with the residual blocks a grown token network adds (measured: 33.3k / 58.1k)."""
     m = AnrModel(grown_config() if grown else None).eval()
     c = m.config.latent_channels
     y = torch.zeros(1, c, 8, 12)
@@ -52,7 +52,7 @@ def test_decoder_cost_per_pixel_is_within_budget(grown):
 
 def grown_config(**kw):
     from anr_codec.model import ModelConfig
-    return ModelConfig(token_res8=2, token_res4=1, **kw)
+    return ModelConfig(token_res8=3, token_res4=1, **kw)  # as shipped
 
 
 def test_growing_the_token_network_keeps_the_function():
@@ -74,12 +74,12 @@ def test_growing_the_token_network_keeps_the_function():
 def test_tiled_tokens_of_a_grown_network_match_one_pass(monkeypatch):
     from anr_codec import tiling
     torch.manual_seed(0)
-    net = AnrModel(grown_config()).eval()
+    net = AnrModel(grown_config()).eval().double()  # float64: summation order cannot blur the check
     with torch.no_grad():
         for p in net.token_net.parameters():
             p.add_(torch.randn_like(p) * 0.05)
-    assert net.token_net.margin == 8
-    y = torch.randn(net.config.latent_channels, 23, 19)
+    assert net.token_net.margin == 9
+    y = torch.randn(net.config.latent_channels, 23, 19, dtype=torch.float64)
     with torch.no_grad():
         ref = net.tokens(y[None], 1)
         monkeypatch.setattr(tiling, "NET_SINGLE", 0)
@@ -87,4 +87,4 @@ def test_tiled_tokens_of_a_grown_network_match_one_pass(monkeypatch):
         err = (tiling.tokens(net, y, 1) - ref).abs().max()
         net.token_net.margin -= 1
         short = (tiling.tokens(net, y, 1) - ref).abs().max()
-    assert err < 1e-4 and short > 1e-3, (err, short)
+    assert err < 1e-9 and short > 1e-3, (err, short)

@@ -126,7 +126,7 @@ class Codec:
             y = tiling.analysis(m.net, rgb, q - 1, self.device)  # in tiles when big: bounded memory
         if steps:
             x = pad_to_multiple(tiling.pixels_tensor(rgb, self.device))
-            y = refine_latent(m.net, x, y.clone(), q - 1, w, h, steps)
+            y = refine_latent(m.net, x, y, q - 1, w, h, steps)  # works on its own copy
         med = m.net.medians(q - 1)[:, None, None]
         symbols = torch.round(y - med).clamp(-SYMBOL_LIMIT, SYMBOL_LIMIT).to(torch.int32).cpu().numpy()
         payload = m.coder(q).encode(symbols)

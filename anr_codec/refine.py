@@ -34,6 +34,8 @@ CELL_FRACTION = 0.25   # share of token cells rendered per step
 def bits_map(prior, v: torch.Tensor) -> torch.Tensor:
     """Bits of each latent value under a factorized prior: (C, h, w) -> (C, h, w)."""
     c = v.shape[0]
+    # Not prior(v, training=True): that draws its noise from the global RNG, and encoding
+    # must not depend on (or disturb) it; the caller adds seeded noise itself.
     lik, _, _ = prior._likelihood(v.reshape(c, 1, -1))
     lik = prior.likelihood_lower_bound(lik)
     return -torch.log2(lik).reshape(v.shape)

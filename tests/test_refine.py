@@ -9,6 +9,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from anr_codec import AnrError, Codec, refine
+from anr_codec.codec import MAX_REFINE
 from anrc.main import cli
 
 
@@ -77,3 +78,5 @@ def test_cli_refine_option(tmp_path, photo):
     assert r.exit_code == 0, r.output
     assert Codec(device="cpu").decode(src.with_suffix(".anr")).size == (128, 96)
     assert run(cli, ["encode", str(src), "--refine", "-1", "-f"]).exit_code == 2
+    option = next(o for o in cli.commands["encode"].params if o.name == "refine")
+    assert option.type.max == MAX_REFINE  # the CLI's bound is the library's

@@ -178,7 +178,7 @@ recursive_option = click.option("-r", "--recursive", is_flag=True,
                                 help="folder arguments: take files from their subfolders too")
 jobs_option = click.option("-j", "--jobs", type=click.IntRange(min=1), default=1, show_default=True, metavar="N",
                            help="files processed at once (worker threads sharing the cores)")
-refine_option = click.option(
+refine_option = click.option(  # 1000 = anr_codec.codec.MAX_REFINE, not imported: --help needs no torch
     "--refine", type=click.IntRange(0, 1000), default=0, show_default=True, metavar="N",
     help="N steps of encoder-side latent refinement: much slower encoding, better quality per "
          "bit; any decoder reads the file (try 20)")

@@ -48,6 +48,11 @@ class Decoded:
     header: Header
 
 
+def _is_int(value) -> bool:
+    # bool is an int subclass, but quality=True is a mistake, not quality 1
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
 class Codec:
     """A loaded model that encodes and decodes many images.
 
@@ -79,12 +84,12 @@ class Codec:
 
     @staticmethod
     def _check_refine(steps) -> int:
-        if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or not 0 <= steps <= MAX_REFINE:
+        if not _is_int(steps) or not 0 <= steps <= MAX_REFINE:
             raise AnrError(f"refine must be an integer in 0..{MAX_REFINE}, got {steps!r}")
         return int(steps)
 
     def _check_quality(self, q) -> int:
-        if isinstance(q, bool) or not isinstance(q, (int, np.integer)):
+        if not _is_int(q):
             raise AnrError(f"quality must be an integer, got {q!r}")
         qs = self.qualities()
         if int(q) not in qs:

@@ -46,7 +46,7 @@ def _refused_quickly(codec, data, match, seconds=1.0, **kw):
 
 
 def test_quick_fuzz_run(ctx):
-    outcomes = [fuzz.run_case(ctx, 0, i) for i in range(300)]
+    outcomes = [fuzz.run_case(ctx, 0, i, slow_seconds=None) for i in range(300)]
     fails = [f"case {o.index} ({o.case}): {o.detail}\n{o.trace}" for o in outcomes if o.kind == "FAIL"]
     assert not fails, "\n".join(fails[:5])
     kinds = {o.detail for o in outcomes if o.kind == "AnrError"}
@@ -57,7 +57,7 @@ def test_quick_fuzz_run(ctx):
 
 def test_quick_fuzz_run_of_input_images(codec):
     ictx = fuzz.make_context("image", Codec(device="cpu", max_pixels=fuzz.FUZZ_MAX_PIXELS))
-    outcomes = [fuzz.run_case(ictx, 0, i) for i in range(80)]
+    outcomes = [fuzz.run_case(ictx, 0, i, slow_seconds=None) for i in range(80)]
     fails = [f"case {o.index} ({o.case}): {o.detail}\n{o.trace}" for o in outcomes if o.kind == "FAIL"]
     assert not fails, "\n".join(fails[:5])
 

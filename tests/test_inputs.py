@@ -3,14 +3,15 @@
 import io
 import shutil
 import struct
-import time
+import tracemalloc
 import zlib
 from pathlib import Path
+from unittest.mock import patch
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image, ImageCms
+from PIL import Image, ImageCms, ImageFile
 
 from anr_codec import AnrError, Codec
 from anr_codec.images import open_image, to_planes
@@ -178,17 +179,26 @@ def test_unreadable_inputs_are_refused(codec, tmp_path):
 
 
 def test_image_sizes_are_checked_before_decoding(codec):
-    # A PNG whose header claims 60000 x 60000 pixels and holds almost nothing.
+    # A PNG whose header claims 60000 x 60000 pixels and holds almost nothing. Each refusal
+    # must come from the header: no pixel decoded, no plane allocated.
     huge = _png(60000, 60000, 8, 0, np.zeros((1, 60000), np.uint8))
     small = Codec(device="cpu", max_pixels=1000)
-    t = time.perf_counter()
-    for c in (codec, small):
-        with pytest.raises(AnrError, match="exceeds|decompression bomb"):
-            c.encode(huge)
-    for src in (_save(Image.fromarray(smooth_image(40, 40))), _png(12000, 12000, 8, 0, np.zeros((1, 12000), np.uint8))):
-        with pytest.raises(AnrError, match="exceeds the limit of 1000"):
-            small.encode(src)
-    assert time.perf_counter() - t < 2
+
+    def no_load(*a, **k):
+        raise AssertionError("pixels were decoded before the size check")
+    cases = [(c, huge, "exceeds|decompression bomb") for c in (codec, small)]
+    cases += [(small, src, "exceeds the limit of 1000") for src in (
+        _save(Image.fromarray(smooth_image(40, 40))), _png(12000, 12000, 8, 0, np.zeros((1, 12000), np.uint8)))]
+    with patch.object(ImageFile.ImageFile, "load", no_load):
+        for c, src, match in cases:
+            tracemalloc.start()
+            try:
+                with pytest.raises(AnrError, match=match):
+                    c.encode(src)
+                peak = tracemalloc.get_traced_memory()[1]
+            finally:
+                tracemalloc.stop()
+            assert peak < 4 << 20, f"refusing it allocated {peak} bytes"
 
 
 # -- model files -------------------------------------------------------------------------

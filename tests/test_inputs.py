@@ -178,6 +178,7 @@ def test_unreadable_inputs_are_refused(codec, tmp_path):
             codec.encode(src)
 
 
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")  # Pillow's own, expected here
 def test_image_sizes_are_checked_before_decoding(codec):
     # A PNG whose header claims 60000 x 60000 pixels and holds almost nothing. Each refusal
     # must come from the header: no pixel decoded, no plane allocated.

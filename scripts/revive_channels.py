@@ -1,0 +1,112 @@
+"""Bring dead latent channels back to life, without changing the architecture.
+
+    python scripts/revive_channels.py IN.pt OUT.pt [--count 32]
+
+Why: in the variable-rate model most of the 128 latent channels collapse early in training
+(the low-lambda qualities pay for every bit): at the highest quality only ~25 carry
+symbols, and decoding the *unrounded* latent is no better than the rounded one. Quality
+then stops rising with rate. A collapsed channel cannot recover by itself: its symbols are
+always the prior's median, so the token network sees a constant and gives the encoder no
+gradient to make it vary.
+
+For each revived channel this script
+- draws fresh encoder-head weights (row norm of a typical live channel), so it carries
+  new features of the image;
+- scales that output to the mean and spread of a live "donor" channel and copies the
+  donor's per-quality gains and prior densities, so its symbols cost about what the
+  donor's do from the first step (a blank prior would charge ~0.7 bpp more at first);
+- gives the token network small random input weights for it, folding what the old
+  constant input contributed into the bias, so the decoder starts where it was and
+  learns to use the new input.
+Check the result with benchmarks/compare_checkpoints.py after training on from it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from compare_checkpoints import crops, load_checkpoint  # noqa: E402
+
+
+def channel_stats(net, images: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and standard deviation of the encoder output (before the gains)."""
+    with torch.no_grad():
+        ys = torch.cat([net.encoder(x).flatten(2)[0] for x in images], 1)
+    return ys.mean(1), ys.std(1)
+
+
+def revive(net, images: list[torch.Tensor], count: int, max_spread: float = 8.0, seed: int = 0) -> list[int]:
+    """Revive up to `count` dead channels in place; returns their indices.
+
+    Each revived channel copies a live "donor" channel's statistics (its output is scaled
+    to the donor's mean and spread), gains and prior densities, so its symbols cost about
+    what the donor's cost from the first step rather than what a blank prior charges."""
+    g = torch.Generator().manual_seed(seed)
+    mean, std = channel_stats(net, images)
+    top = net.n_qualities - 1
+    spread = std * net.gain(top).detach()  # symbol spread at the highest quality
+    live = spread >= 0.5
+    dead = torch.nonzero(~live).flatten()
+    chosen = dead[torch.argsort(spread[dead])][:count].tolist()  # the most collapsed first
+    donors = torch.nonzero(live & (spread <= max_spread)).flatten().tolist()
+    if not chosen or not donors:
+        return []
+    head = net.encoder.head[1]
+    inp = net.token_net.inp
+    with torch.no_grad():
+        row_norm = head.weight[live].flatten(1).norm(dim=1).median()
+        col_norm = inp.weight[:, live].flatten(1).norm(dim=0).median()
+        for c in chosen:
+            # The old input was (nearly) the constant `mean[c]`: keep its effect as bias.
+            inp.bias += inp.weight[:, c, 0, 0] * mean[c]
+            w = torch.randn(head.weight[c].shape, generator=g)
+            head.weight[c] = w * (row_norm / w.norm())
+            head.bias[c] = 0.0
+            v = torch.randn(inp.weight[:, c].shape, generator=g)
+            inp.weight[:, c] = v * (0.1 * col_norm / v.norm())
+        new_mean, new_std = channel_stats(net, images)
+        pairs = [(c, donors[i % len(donors)]) for i, c in enumerate(chosen)]
+        for c, d in pairs:
+            a = std[d] / new_std[c]
+            head.weight[c] *= a
+            head.bias[c] = mean[d] - a * new_mean[c]
+            inp.weight[:, c] /= a  # the token network's view of the channel keeps its size
+            net.log_gain[:, c] = net.log_gain[:, d]
+        for q in range(net.n_qualities):
+            prior_state = net.priors[q].state_dict()
+            for t in prior_state.values():
+                if t.dim() and t.shape[0] == net.config.latent_channels:
+                    for c, d in pairs:
+                        t[c] = t[d]
+            net.priors[q].load_state_dict(prior_state)
+    return chosen
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("src", help="training checkpoint or exported model")
+    p.add_argument("out")
+    p.add_argument("--count", type=int, default=32)
+    p.add_argument("--max-spread", type=float, default=8.0,
+                   help="donors are live channels with at most this symbol spread at the top quality")
+    p.add_argument("--data", type=Path, default=Path("../shared/data/train"))
+    p.add_argument("--seed", type=int, default=0)
+    a = p.parse_args()
+    torch.manual_seed(a.seed)
+    net, step = load_checkpoint(a.src)
+    state = torch.load(a.src, map_location="cpu", weights_only=True)
+    images = crops(a.data, 384, 320)
+    chosen = revive(net, images, a.count, a.max_spread, a.seed)
+    print(f"revived {len(chosen)} channels: {chosen}")
+    torch.save({"config": state["config"], "model": net.state_dict(), "step": step or 0,
+                "elapsed": float(state.get("elapsed", 0.0))},
+               a.out)
+
+
+if __name__ == "__main__":
+    main()

@@ -19,6 +19,15 @@ For each revived channel this script
   constant input contributed into the bias, so the decoder starts where it was and
   learns to use the new input.
 Check the result with benchmarks/compare_checkpoints.py after training on from it.
+
+Tried on anr-v1 at 53,829 steps (16 channels, `--coupling 1.0`, then the CPU recipe of the
+model card for ~4,000 one-thread steps beside a same-seed control): live channels at the
+top quality went from 25 to 41, but PSNR stayed level with the control at ~18 % more rate
+and the rate term collapsed the revived channels again (their spread at the top quality
+3.6 -> 0.65 symbols); with `--coupling 0.1` they collapsed faster. So for that model the
+token network, not the number of live channels, limits quality (as benchmarks/capacity.py
+says: fitting the latent directly gains little). Worth retrying once the token network
+has grown.
 """
 
 from __future__ import annotations
@@ -40,7 +49,8 @@ def channel_stats(net, images: list[torch.Tensor]) -> tuple[torch.Tensor, torch.
     return ys.mean(1), ys.std(1)
 
 
-def revive(net, images: list[torch.Tensor], count: int, max_spread: float = 8.0, seed: int = 0) -> list[int]:
+def revive(net, images: list[torch.Tensor], count: int, max_spread: float = 8.0, seed: int = 0,
+           coupling: float = 0.1) -> list[int]:
     """Revive up to `count` dead channels in place; returns their indices.
 
     Each revived channel copies a live "donor" channel's statistics (its output is scaled
@@ -68,7 +78,7 @@ def revive(net, images: list[torch.Tensor], count: int, max_spread: float = 8.0,
             head.weight[c] = w * (row_norm / w.norm())
             head.bias[c] = 0.0
             v = torch.randn(inp.weight[:, c].shape, generator=g)
-            inp.weight[:, c] = v * (0.1 * col_norm / v.norm())
+            inp.weight[:, c] = v * (coupling * col_norm / v.norm())
         new_mean, new_std = channel_stats(net, images)
         pairs = [(c, donors[i % len(donors)]) for i, c in enumerate(chosen)]
         for c, d in pairs:
@@ -94,6 +104,8 @@ def main() -> None:
     p.add_argument("--count", type=int, default=32)
     p.add_argument("--max-spread", type=float, default=8.0,
                    help="donors are live channels with at most this symbol spread at the top quality")
+    p.add_argument("--coupling", type=float, default=0.1,
+                   help="token-network input weights of a revived channel, as a fraction of a live one's")
     p.add_argument("--data", type=Path, default=Path("../shared/data/train"))
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args()
@@ -101,7 +113,7 @@ def main() -> None:
     net, step = load_checkpoint(a.src)
     state = torch.load(a.src, map_location="cpu", weights_only=True)
     images = crops(a.data, 384, 320)
-    chosen = revive(net, images, a.count, a.max_spread, a.seed)
+    chosen = revive(net, images, a.count, a.max_spread, a.seed, a.coupling)
     print(f"revived {len(chosen)} channels: {chosen}")
     torch.save({"config": state["config"], "model": net.state_dict(), "step": step or 0,
                 "elapsed": float(state.get("elapsed", 0.0))},

@@ -1,3 +1,6 @@
+import contextlib
+import tracemalloc
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -28,3 +31,15 @@ def png_file(tmp_path):
     p = tmp_path / "img.png"
     Image.fromarray(smooth_image(80, 48)).save(p)
     return p
+
+
+@contextlib.contextmanager
+def allocates_under(max_bytes: int):
+    """Fail if the block's Python-side allocations (bytes, numpy arrays) peak at max_bytes or more."""
+    tracemalloc.start()
+    try:
+        yield
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < max_bytes, f"refusing it allocated {peak} bytes"

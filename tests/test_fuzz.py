@@ -2,7 +2,6 @@
 it is built around, each of which must end in AnrError early and cheaply."""
 
 import sys
-import tracemalloc
 import zlib
 from pathlib import Path
 from unittest.mock import patch
@@ -13,6 +12,7 @@ import pytest
 from anr_codec import AnrError, Codec, tiling
 from anr_codec.container import parse
 from anr_codec.entropy import symbols_checksum
+from conftest import allocates_under
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import fuzz  # noqa: E402
@@ -45,14 +45,8 @@ def _refused_early(codec, data, match, max_bytes=4 << 20, **kw):
     def no_network(*a, **k):
         raise AssertionError("a refused file reached the decoder network")
     with patch.object(tiling, "tokens", no_network), patch.object(tiling, "render", no_network):
-        tracemalloc.start()
-        try:
-            with pytest.raises(AnrError, match=match):
-                codec.decode(data, **kw)
-            peak = tracemalloc.get_traced_memory()[1]
-        finally:
-            tracemalloc.stop()
-    assert peak < max_bytes, f"refusing it allocated {peak} bytes"
+        with allocates_under(max_bytes), pytest.raises(AnrError, match=match):
+            codec.decode(data, **kw)
 
 
 def test_quick_fuzz_run(ctx):
@@ -146,7 +140,7 @@ def test_sizes_beyond_the_limits(ctx, codec, sample_anr):
                {"size": "big"}, {"size": (5, 0)}):
         _refused_early(codec, sample_anr, "scale|size", **kw)
     _refused_early(codec, sample_anr, "output of 1536x1024 pixels exceeds the limit of 1000000",
-                     scale=16, max_pixels=1_000_000)
+                   scale=16, max_pixels=1_000_000)
     strict = Codec(device="cpu", max_pixels=1000)
     _refused_early(strict, sample_anr, "coded image of 96x64 pixels exceeds the limit of 1000")
     assert strict.decode(sample_anr, scale=0.5, max_pixels=10_000).size == (48, 32)  # raised per call

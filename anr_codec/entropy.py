@@ -71,7 +71,48 @@ def quantize_pmf(pmf: np.ndarray, total: int) -> np.ndarray:
     return c.astype(np.int32)
 
 
-class SymbolCoder:
+CORRUPT = "entropy-coded data is corrupt (it decodes to more information than the payload holds)"
+
+
+class BoundedDecoding:
+    """What every symbol coder checks before decoding a hostile payload.
+
+    A range decoder that runs out of words goes on decoding (as if zeros followed), so a
+    header claiming a huge latent with a tiny payload would make it loop over every
+    claimed symbol. A range coder's output is at least the information content of its
+    symbols (less a word or two), so a payload shorter than the tables' lower bound
+    (`min_bits_per_position`, set by the subclass) is refused before anything is
+    allocated, and the subclass tallies the information decoded against the returned
+    budget: work and memory stay proportional to the size of the file.
+    """
+
+    channels: int
+    min_bits_per_position: float
+
+    def min_payload_bytes(self, shape: tuple[int, int, int]) -> int:
+        """The fewest payload bytes any honest encoding of a latent of `shape` can have."""
+        _, h, w = shape
+        return max(0, int(h * w * self.min_bits_per_position - SLACK_BITS) // 8)
+
+    def _open(self, payload: bytes, shape: tuple[int, int, int]):
+        """-> (range decoder, budget in bits), after the checks that need no decoding."""
+        c_, h, w = shape
+        if c_ != self.channels:
+            raise AnrError(f"file has {c_} latent channels, the model has {self.channels}")
+        if len(payload) % 4:
+            raise AnrError("entropy-coded payload is not a whole number of 32-bit words")
+        need = self.min_payload_bytes(shape)
+        if len(payload) < need:
+            raise AnrError(f"entropy-coded payload is too short ({len(payload)} bytes; a {c_}x{h}x{w} "
+                           f"latent needs at least {need})")
+        words = np.frombuffer(payload, dtype="<u4").astype(np.uint32)
+        try:
+            return constriction.stream.queue.RangeDecoder(words), 8 * len(payload) + SLACK_BITS
+        except Exception as e:
+            raise AnrError(f"entropy-coded data is corrupt ({e})") from None
+
+
+class SymbolCoder(BoundedDecoding):
     """Encodes/decodes (C, h, w) int32 symbol arrays with one quality's tables."""
 
     def __init__(self, tables: dict):
@@ -112,38 +153,15 @@ class SymbolCoder:
             _encode_escape(enc, v)
         return enc.get_compressed().astype("<u4").tobytes()
 
-    def min_payload_bytes(self, shape: tuple[int, int, int]) -> int:
-        """The fewest payload bytes any honest encoding of a latent of `shape` can have."""
-        _, h, w = shape
-        return max(0, int(h * w * self.min_bits_per_position - SLACK_BITS) // 8)
-
     def decode(self, payload: bytes, shape: tuple[int, int, int]) -> np.ndarray:
         """Symbols (C, h, w) int32 from a payload; raises AnrError on corrupt data.
 
-        Hostile input: a range decoder that runs out of words goes on decoding (as if
-        zeros followed), so a header claiming a huge latent with a tiny payload would
-        make it loop over every claimed symbol. A range coder's output is at least the
-        information content of its symbols (less a word or two), so a payload shorter
-        than the tables' lower bound is refused before anything is allocated, and the
-        information decoded so far is tallied channel by channel: decoding stops as
-        soon as it exceeds what the payload holds. Work and memory stay proportional
-        to the size of the file.
+        Bounded as BoundedDecoding says; the information is tallied channel by channel.
         """
+        dec, budget = self._open(payload, shape)
         c_, h, w = shape
-        if c_ != self.channels:
-            raise AnrError(f"file has {c_} latent channels, the model has {self.channels}")
-        if len(payload) % 4:
-            raise AnrError("entropy-coded payload is not a whole number of 32-bit words")
-        need = self.min_payload_bytes(shape)
-        if len(payload) < need:
-            raise AnrError(f"entropy-coded payload is too short ({len(payload)} bytes; a {c_}x{h}x{w} "
-                           f"latent needs at least {need})")
-        budget = 8 * len(payload) + SLACK_BITS
-        corrupt = "entropy-coded data is corrupt (it decodes to more information than the payload holds)"
-        words = np.frombuffer(payload, dtype="<u4").astype(np.uint32)
         n = h * w
         try:
-            dec = constriction.stream.queue.RangeDecoder(words)
             out = np.empty((c_, n), dtype=np.int32)
             esc_at = []
             used = 0.0
@@ -151,7 +169,7 @@ class SymbolCoder:
                 idx = dec.decode(self.models[c], n)
                 used += float(self.bits[c][idx].sum())
                 if used > budget:
-                    raise AnrError(corrupt)
+                    raise AnrError(CORRUPT)
                 np.add(idx, self.lo[c], out=out[c], casting="unsafe")
                 e = np.flatnonzero(idx == self.n[c] - 1)
                 if len(e):
@@ -159,14 +177,14 @@ class SymbolCoder:
             esc_at = np.concatenate(esc_at) if esc_at else np.empty(0, dtype=np.int64)
             # Each escaped value costs at least its bit length (log2 22) and one bit.
             if used + len(esc_at) * (ESCAPE_LENGTH_BITS + 1) > budget:
-                raise AnrError(corrupt)
+                raise AnrError(CORRUPT)
             flat = out.reshape(-1)
             for s in range(0, len(esc_at), 1 << 16):  # in slices: no Python list of every position
                 for i in esc_at[s: s + (1 << 16)].tolist():
                     v, bits = _decode_escape(dec)
                     used += bits
                     if used > budget:
-                        raise AnrError(corrupt)
+                        raise AnrError(CORRUPT)
                     flat[i] = v
         except AnrError:
             raise

@@ -1,6 +1,11 @@
 """Export a training checkpoint as a shipped model: weights + integer entropy tables + manifest.
 
-    python -m anr_codec.export runs/main/last.pt pretrained/anr-v1.pt --name anr-v1
+    python -m anr_codec.export runs/main/last.pt pretrained/anr-v1.pt --name anr-v1 \
+        --context-data ../shared/data/train
+
+With --context-data, the symbols of those (training) images at every quality are counted
+into context tables (anr_codec.context); without it the model codes with its factorized
+tables only.
 
 The manifest (same name, .json) records the SHA-256 the loader checks, and the training
 facts (steps, wall time, hardware) the model card cites.
@@ -13,9 +18,12 @@ import json
 import platform
 from pathlib import Path
 
+import numpy as np
 import torch
+from PIL import Image
 
-from .entropy import build_tables
+from .context import build_context_tables, count_contexts
+from .entropy import SYMBOL_LIMIT, build_tables
 from .model import AnrModel, ModelConfig
 from .weights import save_model
 
@@ -33,19 +41,57 @@ def tables_for(net: AnrModel) -> list[dict]:
     return tables
 
 
-def export(ckpt: Path, out: Path, name: str, notes: dict | None = None) -> dict:
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+
+
+def context_images(folders: list[Path], limit: int) -> list[Path]:
+    """Up to `limit` images spread evenly over the sorted files of `folders` (deterministic)."""
+    files = sorted(p for f in folders for p in Path(f).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise SystemExit(f"no images under {', '.join(map(str, folders))}")
+    step = max(1, len(files) // limit)
+    return files[::step][:limit]
+
+
+@torch.no_grad()
+def add_context_tables(net: AnrModel, tables: list[dict], images: list[Path], crop: int = 512) -> None:
+    """Count every quality's symbols on centre crops of `images` into context tables."""
+    counts = [None] * len(tables)
+    for path in images:
+        rgb = np.asarray(Image.open(path).convert("RGB"))
+        h, w = (min(crop, s) // 16 * 16 for s in rgb.shape[:2])
+        if h == 0 or w == 0:
+            continue
+        top, left = (rgb.shape[0] - h) // 2, (rgb.shape[1] - w) // 2
+        x = torch.from_numpy(np.ascontiguousarray(rgb[top:top + h, left:left + w])).permute(2, 0, 1)[None].float() / 255
+        y = net.encoder(x)[0]  # the gains scale it per quality, as in AnrModel.analysis
+        for qi in range(len(tables)):
+            ys = y * net.gain(qi)[:, None, None] - net.medians(qi)[:, None, None]
+            sym = torch.round(ys).clamp(-SYMBOL_LIMIT, SYMBOL_LIMIT).to(torch.int32).numpy()
+            counts[qi] = count_contexts(sym, counts[qi])
+    for t, c in zip(tables, counts):
+        t["ctx_counts"] = build_context_tables(c, t)
+
+
+def export(ckpt: Path, out: Path, name: str, notes: dict | None = None,
+           context_data: list[Path] | None = None, context_limit: int = 500) -> dict:
     state = torch.load(ckpt, map_location="cpu", weights_only=True)
     net = AnrModel(ModelConfig.from_dict(state["config"]))
     net.load_state_dict(state["model"])
     net.eval()
     tables = tables_for(net)
+    images = context_images(context_data, context_limit) if context_data else []
+    if images:
+        add_context_tables(net, tables, images)
     out.parent.mkdir(parents=True, exist_ok=True)
     digest = save_model(net, tables, out, name, state.get("step", 0), state.get("elapsed", 0.0))
     manifest = {"name": name, "sha256": digest.hex(), "file": out.name,
                 "qualities": len(tables), "lambdas": list(net.config.lambdas),
                 "training": {"steps": state.get("step"), "train_seconds": round(state.get("elapsed", 0)),
                              "exported_on": f"{platform.system()} {platform.machine()}"},
-                "parameters": sum(p.numel() for p in net.parameters())}
+                "parameters": sum(p.numel() for p in net.parameters()),
+                "entropy_coding": (f"context tables from {len(images)} images of "
+                                   f"{', '.join(str(f) for f in context_data)}" if images else "factorized")}
     if notes:
         manifest["training"].update(notes)
     out.with_suffix(".json").write_text(json.dumps(manifest, indent=2) + "\n")
@@ -60,9 +106,12 @@ def main(argv=None) -> None:
     p.add_argument("--name", required=True)
     p.add_argument("--hardware", default="", help="where it was trained, for the manifest")
     p.add_argument("--recipe", default="", help="the training command, for the manifest")
+    p.add_argument("--context-data", type=Path, nargs="+",
+                   help="training-image folders whose symbols build the context tables (never evaluation sets)")
+    p.add_argument("--context-images", type=int, default=500, help="at most this many of those images (spread evenly)")
     a = p.parse_args(argv)
     notes = {k: v for k, v in (("hardware", a.hardware), ("recipe", a.recipe)) if v}
-    print(json.dumps(export(a.checkpoint, a.output, a.name, notes), indent=2))
+    print(json.dumps(export(a.checkpoint, a.output, a.name, notes, a.context_data, a.context_images), indent=2))
 
 
 if __name__ == "__main__":

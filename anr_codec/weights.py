@@ -18,11 +18,13 @@ from pathlib import Path
 
 import torch
 
+from .context import ContextCoder
 from .entropy import SymbolCoder
 from .errors import AnrError
 from .model import AnrModel, ModelConfig
 
-FORMAT_TAG = "anr-codec-model/1"
+FORMAT_TAG = "anr-codec-model/2"   # /2 may carry context tables; /1 files (factorized only) still load
+READ_TAGS = ("anr-codec-model/1", FORMAT_TAG)
 DEFAULT_MODEL = "anr-v1"
 
 
@@ -51,9 +53,11 @@ class LoadedModel:
     def qualities(self) -> list[int]:
         return list(range(1, self.net.n_qualities + 1))
 
-    def coder(self, quality: int) -> SymbolCoder:
+    def coder(self, quality: int) -> SymbolCoder | ContextCoder:
+        """The model decides how its symbols are coded: with context tables when it has them."""
         if quality not in self._coders:
-            self._coders[quality] = SymbolCoder(self.tables[quality - 1])
+            t = self.tables[quality - 1]
+            self._coders[quality] = ContextCoder(t) if "ctx_counts" in t else SymbolCoder(t)
         return self._coders[quality]
 
 
@@ -118,7 +122,7 @@ def load_model(name_or_path: str | Path | None = None, device: str | torch.devic
             blob = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
         except Exception as e:
             raise AnrError(f"{path} is not a valid model file ({type(e).__name__})") from None
-        if not isinstance(blob, dict) or blob.get("format") != FORMAT_TAG:
+        if not isinstance(blob, dict) or blob.get("format") not in READ_TAGS:
             raise AnrError(f"{path} is not an anr-codec model file")
         try:
             net = AnrModel(ModelConfig.from_dict(blob["config"]))

@@ -61,6 +61,24 @@ def test_export_then_init_continues_step_count(data_dir, tmp_path):
     assert torch.load(tmp_path / "run2" / "last.pt", weights_only=True)["step"] == 3
 
 
+def test_export_with_context_data_codes_through_contexts(data_dir, tmp_path):
+    import numpy as np
+
+    from anr_codec import Codec
+    from anr_codec.context import CONTEXTS, WIDTH, ContextCoder
+    from anr_codec.export import export
+    train.main(_args(data_dir, tmp_path, 1))
+    out = tmp_path / "m.pt"
+    manifest = export(tmp_path / "run" / "last.pt", out, "anr-test", context_data=[data_dir])
+    assert manifest["entropy_coding"].startswith("context tables from 3 images")
+    codec = Codec(quality=2, model=out, device="cpu")
+    coder = codec.model.coder(2)
+    assert isinstance(coder, ContextCoder) and coder.probs.shape[1:] == (CONTEXTS, WIDTH)
+    img = smooth_image(48, 40, seed=9)
+    dec = codec.decode(codec.encode(img))
+    assert np.asarray(dec).shape == img.shape
+
+
 @pytest.mark.skipif(sys.platform != "linux", reason="gloo over loopback")
 def test_distributed_training_with_gloo(data_dir, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}

@@ -1,11 +1,13 @@
 """What the context tables save over the factorized ones, measured on held-out training images.
 
     python benchmarks/context_gain.py [--model anr-v1] [--data ../shared/data/train] [--images 100]
+    python benchmarks/context_gain.py --shipped ../shared/data/kodak
 
 The training images are split in two by position in the sorted list: the tables are
 counted on the even ones (as `python -m anr_codec.export --context-data` counts them) and
 real payload bytes of both coders are compared on centre crops of the odd ones, at every
-quality. Kodak stays out of it: it only evaluates the shipped result.
+quality. Kodak stays out of that choice; `--shipped DIR` only evaluates a model's own
+context tables against its factorized ones on the whole images of DIR.
 """
 
 from __future__ import annotations
@@ -33,23 +35,31 @@ def main(argv=None) -> None:
     p.add_argument("--data", type=Path, nargs="+", default=[Path("../shared/data/train")])
     p.add_argument("--images", type=int, default=100, help="images in all (half count, half measure)")
     p.add_argument("--crop", type=int, default=512)
+    p.add_argument("--shipped", type=Path, help="measure the model's own context tables on these images")
     a = p.parse_args(argv)
     torch.set_num_threads(1)
     m = load_model(a.model)
-    files = context_images(a.data, a.images)
-    count, held = files[0::2], files[1::2]
-    tables = copy.deepcopy(m.tables)
-    add_context_tables(m.net, tables, count, a.crop)
-    crops = []
-    for path in held:
-        rgb = np.asarray(Image.open(path).convert("RGB"))
-        h, w = (min(a.crop, s) // 16 * 16 for s in rgb.shape[:2])
-        top, left = (rgb.shape[0] - h) // 2, (rgb.shape[1] - w) // 2
-        crops.append(np.ascontiguousarray(rgb[top:top + h, left:left + w]))
+    if a.shipped:
+        tables = m.tables
+        if "ctx_counts" not in tables[0]:
+            raise SystemExit(f"{a.model} has no context tables")
+        crops = [np.asarray(Image.open(f).convert("RGB")) for f in context_images([a.shipped], 10_000)]
+        source = f"its own tables, measured on {len(crops)} images of {a.shipped}"
+    else:
+        files = context_images(a.data, a.images)
+        count, held = files[0::2], files[1::2]
+        tables = copy.deepcopy(m.tables)
+        add_context_tables(m.net, tables, count, a.crop)
+        crops = []
+        for path in held:
+            rgb = np.asarray(Image.open(path).convert("RGB"))
+            h, w = (min(a.crop, s) // 16 * 16 for s in rgb.shape[:2])
+            top, left = (rgb.shape[0] - h) // 2, (rgb.shape[1] - w) // 2
+            crops.append(np.ascontiguousarray(rgb[top:top + h, left:left + w]))
+        source = f"tables from {len(count)} images, measured on {len(held)} others"
     pixels = sum(c.shape[0] * c.shape[1] for c in crops)
-    print(f"{a.model}: tables from {len(count)} images, measured on {len(held)} others "
-          f"({pixels / 1e6:.1f} Mpixel)")
-    print("quality  factorized bpp  context bpp  saving")
+    print(f"{a.model}: {source} ({pixels / 1e6:.1f} Mpixel)")
+    print("quality  factorized bpp  context bpp  saving   (latent payload only; headers are equal)")
     for qi, t in enumerate(tables):
         fact, ctx = SymbolCoder(t), ContextCoder(t)
         fb = cb = 0

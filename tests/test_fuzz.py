@@ -11,6 +11,7 @@ import pytest
 
 from anr_codec import AnrError, Codec, tiling
 from anr_codec.container import parse
+from anr_codec.context import WINDOW, ContextCoder
 from anr_codec.entropy import symbols_checksum
 from conftest import allocates_under
 
@@ -103,9 +104,16 @@ def test_fix_crcs_gets_mutations_past_the_checksums(ctx, codec):
         codec.decode(fixed)
 
 
+def _first_symbols(coder):
+    """What a payload of zeros decodes to: each table's first entry, in every channel."""
+    if isinstance(coder, ContextCoder):
+        return np.full(coder.channels, -WINDOW)
+    return coder.lo
+
+
 def _first_symbols_crc(coder, lh, lw):
     crc = 0
-    for lo in coder.lo:  # channel by channel: the whole latent would take 512 MB
+    for lo in _first_symbols(coder):  # channel by channel: the whole latent would take 512 MB
         crc = zlib.crc32(np.full(lh * lw, lo, dtype="<i4").tobytes(), crc)
     return crc
 
@@ -120,7 +128,7 @@ def test_big_header_over_a_tiny_payload_is_refused_at_once(ctx, codec, w, h):
     # A payload of nothing decodes, as far as a range decoder can tell, to each channel's
     # first symbol everywhere: forge that CRC too, so only the length bound stands in the way.
     assert _first_symbols_crc(coder, 2, 3) == symbols_checksum(
-        np.broadcast_to(coder.lo.astype(np.int32)[:, None, None], (coder.channels, 2, 3)))
+        np.broadcast_to(_first_symbols(coder).astype(np.int32)[:, None, None], (coder.channels, 2, 3)))
     forged = _first_symbols_crc(coder, lh, lw)
     for payload, crc in ((None, None), (b"", forged), (bytes(4), forged), (bytes(4000), None)):
         bad = _with_head(data, payload=payload, w=w, h=h, lh=lh, lw=lw,

@@ -271,11 +271,18 @@ def main(argv=None) -> None:
     prefetch = ThreadPoolExecutor(max_workers=1)
     pending = prefetch.submit(draw)
     first_step = step
-    while step < args.steps and not stop["flag"]:
+    while step < args.steps:
         t0 = time.time()
-        if args.minutes and t0 - t_start > args.minutes * 60:
+        over = stop["flag"] or bool(args.minutes and t0 - t_start > args.minutes * 60)
+        late = bool(args.minutes and t0 - t_start > (args.minutes - args.anneal_minutes) * 60)
+        if distributed:
+            # Clocks and signals differ between processes: they must agree, or one stops
+            # (or anneals) while the others wait for it in the gradient all-reduce.
+            flags = torch.tensor([over, late], dtype=torch.int32, device=device)
+            dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+            over, late = bool(flags[0]), bool(flags[1])
+        if over:
             break
-        late = args.minutes and t0 - t_start > (args.minutes - args.anneal_minutes) * 60
         for g in opt.param_groups:
             g["lr"] = lr_at(step, args.lr, drops, step - first_step if restarted else None) * (0.1 if late else 1.0)
         drawn = pending.result()

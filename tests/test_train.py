@@ -90,6 +90,13 @@ def test_distributed_training_with_gloo(data_dir, tmp_path):
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     assert torch.load(tmp_path / "run" / "last.pt", weights_only=True)["step"] == 2
+    # A time budget: each process reads its own clock, yet all must stop at the same step
+    # (one stopping alone would leave the others waiting in the gradient all-reduce).
+    cmd[cmd.index("--steps") + 1] = "100000"
+    r = subprocess.run([*cmd, "--minutes", "0.1", "--anneal-minutes", "0.05"], env=env,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert torch.load(tmp_path / "run" / "last.pt", weights_only=True)["step"] > 2
 
 
 def test_sr_step_supervises_the_drawn_hr_pixels(data_dir, tmp_path):

@@ -1,8 +1,10 @@
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -96,7 +98,23 @@ def test_distributed_training_with_gloo(data_dir, tmp_path):
     r = subprocess.run([*cmd, "--minutes", "0.1", "--anneal-minutes", "0.05"], env=env,
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
-    assert torch.load(tmp_path / "run" / "last.pt", weights_only=True)["step"] > 2
+    step = torch.load(tmp_path / "run" / "last.pt", weights_only=True)["step"]
+    assert step > 2
+    # SIGTERM to one worker only: the other must stop with it, not wait for it forever.
+    log = tmp_path / "run" / "log.jsonl"
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 240
+        while len(log.read_text().splitlines()) < step + 2 and time.time() < deadline:
+            time.sleep(0.2)
+        workers = [int(p) for p in Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()]
+        assert len(workers) == 2
+        os.kill(workers[1], signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err[-2000:]
+    assert "stopped at step" in err
 
 
 def test_sr_step_supervises_the_drawn_hr_pixels(data_dir, tmp_path):

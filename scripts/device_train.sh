@@ -12,7 +12,8 @@
 # A second call while the machine is still warm (it waits only ~30 s): copy the returned
 # last.pt to .device-run/ and carry that too. On an H200 a step (batch 64, 128x128) takes
 # ~0.11 s: the model is small and the loop is launch-bound, so a bigger batch costs little.
-# Afterwards: python -m anr_codec.export <files_at>/last.pt pretrained/anr-v1.pt --name anr-v1 ...
+# Afterwards: python -m anr_codec.export <files_at>/last.pt pretrained/anr-v1.pt --name anr-v1 \
+#     --context-data ../shared/data/train ...
 set -euo pipefail
 MINUTES=${1:-9}
 shift || true

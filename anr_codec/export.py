@@ -24,7 +24,9 @@ from PIL import Image
 
 from .context import build_context_tables, count_contexts
 from .entropy import SYMBOL_LIMIT, build_tables
+from .images import centre_crop16
 from .model import AnrModel, ModelConfig
+from .tiling import pixels_tensor
 from .weights import save_model
 
 
@@ -58,13 +60,10 @@ def add_context_tables(net: AnrModel, tables: list[dict], images: list[Path], cr
     """Count every quality's symbols on centre crops of `images` into context tables."""
     counts = [None] * len(tables)
     for path in images:
-        rgb = np.asarray(Image.open(path).convert("RGB"))
-        h, w = (min(crop, s) // 16 * 16 for s in rgb.shape[:2])
-        if h == 0 or w == 0:
+        rgb = np.asarray(centre_crop16(Image.open(path).convert("RGB"), crop, crop))
+        if rgb.size == 0:
             continue
-        top, left = (rgb.shape[0] - h) // 2, (rgb.shape[1] - w) // 2
-        x = torch.from_numpy(np.ascontiguousarray(rgb[top:top + h, left:left + w])).permute(2, 0, 1)[None].float() / 255
-        y = net.encoder(x)[0]  # the gains scale it per quality, as in AnrModel.analysis
+        y = net.encoder(pixels_tensor(rgb, "cpu"))[0]  # the gains scale it per quality, as in AnrModel.analysis
         for qi in range(len(tables)):
             ys = y * net.gain(qi)[:, None, None] - net.medians(qi)[:, None, None]
             sym = torch.round(ys).clamp(-SYMBOL_LIMIT, SYMBOL_LIMIT).to(torch.int32).numpy()

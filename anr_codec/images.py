@@ -175,3 +175,12 @@ def from_planes(rgb: np.ndarray, alpha: np.ndarray | None, mode: str) -> Image.I
 def _luma(rgb: np.ndarray) -> np.ndarray:
     # The source was gray, so the three planes carry the same signal: average them.
     return np.round(rgb.astype(np.float32).mean(-1)).astype(np.uint8)
+
+
+def centre_crop16(img: Image.Image, width: int, height: int) -> Image.Image:
+    """The centre crop of at most width x height with sides cut to multiples of 16 (the
+    latent stride; empty when a side is under 16): what training-image statistics use."""
+    w, h = img.size
+    cw, ch = min(width, w) // 16 * 16, min(height, h) // 16 * 16
+    left, top = (w - cw) // 2, (h - ch) // 2
+    return img.crop((left, top, left + cw, top + ch))

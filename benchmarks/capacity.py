@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from anr_codec.images import centre_crop16
 from anr_codec.metrics import psnr_from_mse
 from anr_codec.weights import load_model
 
@@ -37,10 +38,7 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def load_crop(path: str, width: int, height: int) -> torch.Tensor:
     """Centre crop (multiples of 16) as (1, 3, H, W) in [0, 1]."""
-    img = Image.open(path).convert("RGB")
-    w, h = img.size
-    cw, ch = min(width, w) // 16 * 16, min(height, h) // 16 * 16
-    img = img.crop(((w - cw) // 2, (h - ch) // 2, (w - cw) // 2 + cw, (h - ch) // 2 + ch))
+    img = centre_crop16(Image.open(path).convert("RGB"), width, height)
     return torch.from_numpy(np.array(img)).permute(2, 0, 1)[None].float() / 255
 
 

@@ -26,6 +26,7 @@ from anr_codec import tiling  # noqa: E402
 from anr_codec.context import ContextCoder  # noqa: E402
 from anr_codec.entropy import SYMBOL_LIMIT, SymbolCoder  # noqa: E402
 from anr_codec.export import add_context_tables, context_images  # noqa: E402
+from anr_codec.images import centre_crop16  # noqa: E402
 from anr_codec.weights import load_model  # noqa: E402
 
 
@@ -50,12 +51,7 @@ def main(argv=None) -> None:
         count, held = files[0::2], files[1::2]
         tables = copy.deepcopy(m.tables)
         add_context_tables(m.net, tables, count, a.crop)
-        crops = []
-        for path in held:
-            rgb = np.asarray(Image.open(path).convert("RGB"))
-            h, w = (min(a.crop, s) // 16 * 16 for s in rgb.shape[:2])
-            top, left = (rgb.shape[0] - h) // 2, (rgb.shape[1] - w) // 2
-            crops.append(np.ascontiguousarray(rgb[top:top + h, left:left + w]))
+        crops = [np.asarray(centre_crop16(Image.open(f).convert("RGB"), a.crop, a.crop)) for f in held]
         source = f"tables from {len(count)} images, measured on {len(held)} others"
     pixels = sum(c.shape[0] * c.shape[1] for c in crops)
     print(f"{a.model}: {source} ({pixels / 1e6:.1f} Mpixel)")

@@ -48,13 +48,24 @@ def _magnitudes(symbols: np.ndarray) -> np.ndarray:
     return np.frexp(a.astype(np.float64))[1].astype(np.int16)
 
 
+def _padded_magnitudes(symbols: np.ndarray) -> np.ndarray:
+    """(C, h + 2, w + 2): two zero rows above, a zero column each side (outside = 0)."""
+    c_, h, w = symbols.shape
+    mag = np.zeros((c_, h + 2, w + 2), np.int16)
+    mag[:, 2:, 1:-1] = _magnitudes(symbols)
+    return mag
+
+
+def _row_contexts(mag: np.ndarray, i: int) -> np.ndarray:
+    """(C, w) contexts of latent row i from padded magnitudes whose rows < i are filled."""
+    return np.minimum(mag[:, i + 1, :-2] + mag[:, i + 1, 1:-1] + mag[:, i + 1, 2:] + mag[:, i, 1:-1],
+                      CONTEXTS - 1)
+
+
 def contexts(symbols: np.ndarray) -> np.ndarray:
     """Context index of every symbol of a (C, h, w) array (what the decoder sees row by row)."""
-    c_, h, w = symbols.shape
-    a = np.zeros((c_, h + 2, w + 2), np.int16)
-    a[:, 2:, 1:-1] = _magnitudes(symbols)
-    ctx = a[:, 1:-1, :-2] + a[:, 1:-1, 1:-1] + a[:, 1:-1, 2:] + a[:, :-2, 1:-1]
-    return np.minimum(ctx, CONTEXTS - 1)
+    mag = _padded_magnitudes(symbols)
+    return np.stack([_row_contexts(mag, i) for i in range(symbols.shape[1])], axis=1)
 
 
 def count_contexts(symbols: np.ndarray, counts: np.ndarray | None = None) -> np.ndarray:
@@ -113,14 +124,14 @@ class ContextCoder(BoundedDecoding):
         c_, h, w = symbols.shape
         if c_ != self.channels:
             raise ValueError("symbol array has the wrong number of channels")
-        ctx = contexts(symbols)
+        mag = _padded_magnitudes(symbols)
         idx = symbols.astype(np.int64) + WINDOW
         esc = (idx < 0) | (idx > 2 * WINDOW)
         idx[esc] = ESCAPE
         enc = constriction.stream.queue.RangeEncoder()
         for i in range(h):
             enc.encode(idx[:, i].reshape(-1).astype(np.int32), _FAMILY,
-                       self.probs[self._chan, ctx[:, i]].reshape(-1, WIDTH))
+                       self.probs[self._chan, _row_contexts(mag, i)].reshape(-1, WIDTH))
         fb = self.fallback
         for i, c, j in zip(*np.nonzero(esc.transpose(1, 0, 2))):
             v = int(symbols[c, i, j])
@@ -145,8 +156,7 @@ class ContextCoder(BoundedDecoding):
             esc_rows = []
             used = 0.0
             for i in range(h):
-                ctx = np.minimum(mag[:, i + 1, :-2] + mag[:, i + 1, 1:-1] + mag[:, i + 1, 2:]
-                                 + mag[:, i, 1:-1], CONTEXTS - 1)
+                ctx = _row_contexts(mag, i)
                 idx = dec.decode(_FAMILY, self.probs[self._chan, ctx].reshape(-1, WIDTH)).reshape(c_, w)
                 used += float(self.bits[self._chan, ctx, idx].sum())
                 if used > budget:

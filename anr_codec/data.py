@@ -7,6 +7,9 @@ memory-mapped array plus an index of (offset, height, width), built on first use
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -17,25 +20,37 @@ from PIL import Image
 from .images import IMAGE_SUFFIXES
 
 
-
 def list_images(root: Path) -> list[Path]:
     return sorted(p for p in Path(root).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
 
 
 def build_cache(sources: list[Path], cache_dir: Path) -> None:
-    """Decode every image under `sources` into cache_dir/{pixels.u8, index.json}."""
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    index, offset = [], 0
-    tmp = cache_dir / "pixels.u8.tmp"
-    with open(tmp, "wb") as f:
-        for root in sources:
-            for p in list_images(root):
-                a = np.asarray(Image.open(p).convert("RGB"), dtype=np.uint8)
-                f.write(a.tobytes())
-                index.append({"file": str(p), "offset": offset, "h": a.shape[0], "w": a.shape[1]})
-                offset += a.size
-    tmp.rename(cache_dir / "pixels.u8")
-    (cache_dir / "index.json").write_text(json.dumps(index))
+    """Decode every image under `sources` into cache_dir/{pixels.u8, index.json}.
+
+    The cache is written into a private directory and renamed into place in one step, so
+    several trainers started at once (two seeds on two cores) never see, or clobber, a
+    half-written cache: the first rename wins and the others discard their copy.
+    """
+    cache_dir = Path(cache_dir)
+    cache_dir.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{cache_dir.name}-", dir=cache_dir.parent))
+    try:
+        index, offset = [], 0
+        with open(work / "pixels.u8", "wb") as f:
+            for root in sources:
+                for p in list_images(root):
+                    a = np.asarray(Image.open(p).convert("RGB"), dtype=np.uint8)
+                    f.write(a.tobytes())
+                    index.append({"file": str(p), "offset": offset, "h": a.shape[0], "w": a.shape[1]})
+                    offset += a.size
+        (work / "index.json").write_text(json.dumps(index))
+        try:
+            os.rename(work, cache_dir)  # also replaces an empty directory left by mkdir
+        except OSError:
+            if not (cache_dir / "index.json").exists():
+                raise  # not a lost race: something else is in the way
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 class CropSampler:

@@ -7,6 +7,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -115,6 +116,24 @@ def test_distributed_training_with_gloo(data_dir, tmp_path):
         proc.kill()
     assert proc.returncode == 0, err[-2000:]
     assert "stopped at step" in err
+
+
+def test_pixel_cache_builders_started_together_leave_one_whole_cache(data_dir, tmp_path):
+    # Two trainers on two cores both find no cache and build it; neither may fail or leave
+    # a torn or half-written cache behind.
+    from concurrent.futures import ThreadPoolExecutor
+    from anr_codec.data import CropSampler, build_cache
+    cache = tmp_path / "cache"
+    cache.mkdir()  # an empty directory left by an earlier mkdir is no obstacle
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda _: build_cache([data_dir], cache), range(4)))
+    build_cache([data_dir], cache)  # and a late builder finds it done
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "imgs"]  # no temporaries
+    sampler = CropSampler(cache, seed=0)
+    assert [(e["h"], e["w"]) for e in sampler.index] == [(50, 70), (90, 40), (64, 64)]
+    assert sampler.pixels.size == 3 * (50 * 70 + 90 * 40 + 64 * 64)
+    first = np.asarray(Image.open(data_dir / "0.png").convert("RGB"))
+    assert np.array_equal(np.asarray(sampler.pixels[:first.size]).reshape(first.shape), first)
 
 
 def test_sr_step_supervises_the_drawn_hr_pixels(data_dir, tmp_path):

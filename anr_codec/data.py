@@ -24,6 +24,11 @@ def list_images(root: Path) -> list[Path]:
     return sorted(p for p in Path(root).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
 
 
+def cache_exists(cache_dir: Path) -> bool:
+    """Whether a finished cache is there (index.json is written last, then renamed in whole)."""
+    return (Path(cache_dir) / "index.json").exists()
+
+
 def build_cache(sources: list[Path], cache_dir: Path) -> None:
     """Decode every image under `sources` into cache_dir/{pixels.u8, index.json}.
 
@@ -47,7 +52,7 @@ def build_cache(sources: list[Path], cache_dir: Path) -> None:
         try:
             os.rename(work, cache_dir)  # also replaces an empty directory left by mkdir
         except OSError:
-            if not (cache_dir / "index.json").exists():
+            if not cache_exists(cache_dir):
                 raise  # not a lost race: something else is in the way
     finally:
         shutil.rmtree(work, ignore_errors=True)

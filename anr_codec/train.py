@@ -28,7 +28,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from .data import CropSampler, build_cache, downscale
+from .data import CropSampler, build_cache, cache_exists, downscale
 from .model import AnrModel, ModelConfig
 
 
@@ -173,7 +173,7 @@ def main(argv=None) -> None:
     main_proc = rank == 0
     args.out.mkdir(parents=True, exist_ok=True)
 
-    if not (args.cache / "index.json").exists():
+    if not cache_exists(args.cache):
         if main_proc:
             print(f"building pixel cache in {args.cache} ...", file=sys.stderr)
             build_cache(args.data, args.cache)

@@ -68,7 +68,7 @@ with warnings.catch_warnings():
 from anr_codec import metrics  # noqa: E402
 from anr_codec.codec import QUERIES_PER_CHUNK, Codec  # noqa: E402
 from anr_codec.container import parse  # noqa: E402
-from anr_codec.data import CropSampler, build_cache  # noqa: E402
+from anr_codec.data import CropSampler, build_cache, cache_exists  # noqa: E402
 from anr_codec.evaluate import _finite, list_images, load_rgb, read_reference  # noqa: E402
 from anr_codec.export import tables_for  # noqa: E402
 from anr_codec.images import to_planes  # noqa: E402
@@ -587,7 +587,7 @@ def pick_device(name: str) -> torch.device:
 
 
 def sampler_for(a) -> CropSampler:
-    if not (a.cache / "index.json").exists():
+    if not cache_exists(a.cache):
         print(f"building pixel cache in {a.cache} from {a.data} ...", file=sys.stderr)
         build_cache([a.data], a.cache)
     return CropSampler(a.cache, seed=a.seed)

@@ -277,17 +277,23 @@ def test_tiled_networks_and_rendering_match_one_pass(codec, monkeypatch):
         assert out.shape == (h, w, 3)
         assert np.abs(out.astype(int) - ref).max() <= 1
     # A tile margin one short of what the receptive field needs is visibly wrong: the
-    # margin is not larger than it has to be, and the comparison above can fail. Noise
-    # (not a smooth image) makes the far edge of the receptive field matter: with the
-    # trained weights its pull on a smooth image is below the tolerance above.
+    # margin is not larger than it has to be, and the comparison above can fail. The
+    # receptive field is the architecture's, so this runs a freshly initialised network
+    # of the shipped shape on noise: trained weights learn to all but ignore the field's
+    # far edge (the shipped ones move margin-4 tiles by ~2e-5 of a latent reaching 8),
+    # which would make the check depend on how long the model trained.
+    from anr_codec.model import AnrModel
+    torch.manual_seed(0)
+    fresh = AnrModel(m.net.config).eval()
     noise = np.random.default_rng(0).integers(0, 256, (200, 300, 3), dtype=np.uint8)
-    monkeypatch.setattr(tiling, "NET_SINGLE", 1 << 30)
-    ref = tiling.analysis(m.net, noise, qi, "cpu")
-    monkeypatch.setattr(tiling, "NET_SINGLE", 0)
-    full_err = (tiling.analysis(m.net, noise, qi, "cpu") - ref).abs().max()
-    monkeypatch.setattr(tiling, "NET_MARGIN", 3)
-    short_err = (tiling.analysis(m.net, noise, qi, "cpu") - ref).abs().max()
-    assert short_err > 1e-4 and short_err > 20 * full_err
+    with torch.no_grad():
+        monkeypatch.setattr(tiling, "NET_SINGLE", 1 << 30)
+        ref = tiling.analysis(fresh, noise, qi, "cpu")
+        monkeypatch.setattr(tiling, "NET_SINGLE", 0)
+        full_err = (tiling.analysis(fresh, noise, qi, "cpu") - ref).abs().max()
+        monkeypatch.setattr(tiling, "NET_MARGIN", tiling.NET_MARGIN - 1)
+        short_err = (tiling.analysis(fresh, noise, qi, "cpu") - ref).abs().max()
+    assert short_err > 1e-3 * ref.abs().max() and short_err > 100 * full_err
 
 
 def test_point_path_sees_only_nearby_tokens(codec):

@@ -103,7 +103,9 @@ def parse_args(argv=None):
     p.add_argument("--cache", type=Path, default=Path(".cache/train-pixels"))
     p.add_argument("--out", type=Path, default=Path("runs/main"), help="checkpoint and log folder")
     p.add_argument("--init", type=Path, help="start from these weights (a checkpoint or exported model)")
-    p.add_argument("--steps", type=int, default=100_000, help="total steps (counting resumed ones)")
+    p.add_argument("--steps", type=int, default=None,
+                   help="total steps, counting resumed or --init ones (default: 100,000, or no "
+                        "step limit when --minutes sets a time budget)")
     p.add_argument("--minutes", type=float, default=0, help="stop after this wall time (0 = no limit)")
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--crop", type=int, default=64)
@@ -268,6 +270,14 @@ def main(argv=None) -> None:
         d = draw_step(sampler, args.batch, args.crop, nq, args.sr_fraction, args.sr_points)
         return (d[0], d[1].pin_memory(), d[2]) if pin else d
 
+    if args.steps is None:
+        # A time budget alone decides: a fixed default count would stop at once when the
+        # weights started from (the shipped model, say) are already past it.
+        args.steps = math.inf if args.minutes else 100_000
+    if step >= args.steps:
+        raise SystemExit(f"nothing to train: the weights are at step {step} and --steps is "
+                         f"{args.steps}; raise --steps (it counts the steps already done)")
+    of_total = f"/{args.steps}" if args.steps < math.inf else ""
     prefetch = ThreadPoolExecutor(max_workers=1)
     pending = prefetch.submit(draw)
     first_step = step
@@ -319,7 +329,7 @@ def main(argv=None) -> None:
                 acc["q"][q][1] += p
                 acc["q"][q][2] += b
         if is_tty and main_proc:
-            print(f"\rstep {step}/{args.steps} loss {loss.item():.4f} {dt:.2f}s/step", end="", file=sys.stderr)
+            print(f"\rstep {step}{of_total} loss {loss.item():.4f} {dt:.2f}s/step", end="", file=sys.stderr)
         if step % args.log_every == 0 and main_proc:
             rec = {"step": step, "loss": acc["loss"] / acc["n"], "s_per_step": acc["t"] / acc["n"],
                    "lr": opt.param_groups[0]["lr"], "aux": aux.item(), "elapsed_s": round(elapsed),

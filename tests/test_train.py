@@ -64,6 +64,21 @@ def test_export_then_init_continues_step_count(data_dir, tmp_path):
     assert torch.load(tmp_path / "run2" / "last.pt", weights_only=True)["step"] == 3
 
 
+def test_init_past_steps_says_so_and_a_time_budget_needs_no_step_count(data_dir, tmp_path):
+    train.main(_args(data_dir, tmp_path, 3))
+    run2 = tmp_path / "run2"
+    args = _args(data_dir, tmp_path, 2, "--init", str(tmp_path / "run" / "last.pt"))
+    args[args.index("--out") + 1] = str(run2)
+    with pytest.raises(SystemExit, match="at step 3 and --steps is 2"):
+        train.main(args)
+    assert not (run2 / "last.pt").exists()  # no checkpoint that looks like a finished run
+    # Without --steps, a time budget alone decides, however far the weights already are.
+    i = args.index("--steps")
+    del args[i:i + 2]
+    train.main([*args, "--minutes", "0.01"])
+    assert torch.load(run2 / "last.pt", weights_only=True)["step"] > 3
+
+
 def test_export_with_context_data_codes_through_contexts(data_dir, tmp_path):
     import numpy as np
 

@@ -255,6 +255,14 @@ def main(argv=None) -> None:
             save_atomic({"config": config.to_dict(), "model": model.state_dict(), "step": step,
                          "elapsed": elapsed, "sampler": sampler.state()}, ckpt_path)
 
+    if args.steps is None:
+        # A time budget alone decides: a fixed default count would stop at once when the
+        # weights started from (the shipped model, say) are already past it.
+        args.steps = math.inf if args.minutes else 100_000
+    if step >= args.steps:
+        raise SystemExit(f"nothing to train: the weights are at step {step} and --steps is "
+                         f"{args.steps}; raise --steps (it counts the steps already done)")
+    of_total = f"/{args.steps}" if args.steps < math.inf else ""
     nq = model.n_qualities
     acc = {"n": 0, "loss": 0.0, "t": 0.0, "q": [[0, 0.0, 0.0] for _ in range(nq)], "sr": [0, 0.0]}
     log_f = open(args.out / "log.jsonl", "a") if main_proc else None
@@ -270,14 +278,6 @@ def main(argv=None) -> None:
         d = draw_step(sampler, args.batch, args.crop, nq, args.sr_fraction, args.sr_points)
         return (d[0], d[1].pin_memory(), d[2]) if pin else d
 
-    if args.steps is None:
-        # A time budget alone decides: a fixed default count would stop at once when the
-        # weights started from (the shipped model, say) are already past it.
-        args.steps = math.inf if args.minutes else 100_000
-    if step >= args.steps:
-        raise SystemExit(f"nothing to train: the weights are at step {step} and --steps is "
-                         f"{args.steps}; raise --steps (it counts the steps already done)")
-    of_total = f"/{args.steps}" if args.steps < math.inf else ""
     prefetch = ThreadPoolExecutor(max_workers=1)
     pending = prefetch.submit(draw)
     first_step = step

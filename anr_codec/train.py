@@ -124,7 +124,12 @@ def parse_args(argv=None):
     p.add_argument("--device", default="auto")
     p.add_argument("--config", default="", help="model options for a new run, e.g. "
                    "'token_dim=32,mlp_hidden=64' (ModelConfig fields; ignored when resuming)")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.steps is None:
+        # A time budget alone decides: a fixed default count would stop at once when the
+        # weights started from (the shipped model, say) are already past it.
+        args.steps = math.inf if args.minutes else 100_000
+    return args
 
 
 def parse_config(text: str) -> dict:
@@ -255,10 +260,6 @@ def main(argv=None) -> None:
             save_atomic({"config": config.to_dict(), "model": model.state_dict(), "step": step,
                          "elapsed": elapsed, "sampler": sampler.state()}, ckpt_path)
 
-    if args.steps is None:
-        # A time budget alone decides: a fixed default count would stop at once when the
-        # weights started from (the shipped model, say) are already past it.
-        args.steps = math.inf if args.minutes else 100_000
     if step >= args.steps:
         raise SystemExit(f"nothing to train: the weights are at step {step} and --steps is "
                          f"{args.steps}; raise --steps (it counts the steps already done)")

@@ -234,6 +234,10 @@ def main(argv=None) -> None:
         if main_proc:
             print(f"resumed from {ckpt_path} at step {step}", file=sys.stderr)
 
+    if step >= args.steps:
+        raise SystemExit(f"nothing to train: the weights are at step {step} and --steps is "
+                         f"{args.steps}; raise --steps (it counts the steps already done)")
+
     loss_mod = RDLoss(model)
     if distributed:
         # The priors' quantiles learn only from the auxiliary loss, outside DDP's forward:
@@ -260,9 +264,6 @@ def main(argv=None) -> None:
             save_atomic({"config": config.to_dict(), "model": model.state_dict(), "step": step,
                          "elapsed": elapsed, "sampler": sampler.state()}, ckpt_path)
 
-    if step >= args.steps:
-        raise SystemExit(f"nothing to train: the weights are at step {step} and --steps is "
-                         f"{args.steps}; raise --steps (it counts the steps already done)")
     of_total = f"/{args.steps}" if args.steps < math.inf else ""
     nq = model.n_qualities
     acc = {"n": 0, "loss": 0.0, "t": 0.0, "q": [[0, 0.0, 0.0] for _ in range(nq)], "sr": [0, 0.0]}

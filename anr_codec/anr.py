@@ -1,6 +1,6 @@
 """The ANR decoder: localized attention layer (LAL) + global MLP, queried at any coordinate.
 
-Data tokens lie on a grid with spacing TOKEN_STRIDE input pixels. A query point at
+Data tokens lie on a grid with spacing `stride` input pixels (that of the token network). A query point at
 (x, y) (input-pixel units, pixel centres at i + 0.5) belongs to the token cell that
 contains it; its Fourier-encoded position inside that cell (plus the size of its pixel
 footprint, so the decoder knows how fine a detail it is asked for) forms the attention
@@ -10,7 +10,7 @@ MLP maps the attended feature to RGB.
 
 Two evaluation paths compute the same function:
 - `render_grid`: output grid an integer multiple `s` of the input grid. Every cell holds
-  the same (4s)^2 local offsets, so queries are grouped by cell and keys/values come
+  the same (stride * s)^2 local offsets, so queries are grouped by cell and keys/values come
   from one unfold (fast; used for training and for integer scales).
 - `render_points`: arbitrary query points; neighbour keys/values are gathered per query
   (used for non-integer scales and for super-resolution training).
@@ -25,7 +25,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from .layers import fourier_features
-from .tokens import TOKEN_STRIDE
 
 # Neighbour offsets (dy, dx) in the order F.unfold(kernel=3) produces them.
 _OFFSETS = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
@@ -34,8 +33,9 @@ _OFFSETS = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
 class ANRDecoder(nn.Module):
     def __init__(self, token_dim: int = 64, heads: int = 4, hidden: int = 128,
                  n_freqs: int = 6, max_freq: float = 32.0, threshold: float = 0.01,
-                 jitter_sigma: float = 0.3):
+                 jitter_sigma: float = 0.3, stride: int = 4):
         super().__init__()
+        self.stride = stride
         self.token_dim, self.heads = token_dim, heads
         self.n_freqs, self.max_freq = n_freqs, max_freq
         self.threshold = threshold
@@ -89,53 +89,90 @@ class ANRDecoder(nn.Module):
     # -- grouped path --------------------------------------------------------------
     def render_grid(self, tokens: torch.Tensor, scale: int = 1, jitter: bool = False,
                     cells_per_chunk: int | None = None) -> torch.Tensor:
-        """tokens (B, D, h, w) -> image (B, 3, h*4*scale, w*4*scale)."""
+        """tokens (B, D, h, w) -> image (B, 3, h*stride*scale, w*stride*scale).
+
+        Every query side quantity (Fourier features, queries, distance bias, the position
+        half of the MLP's first layer) depends only on the in-cell offset, so it is computed
+        once per offset, and attention runs as 9 shifted views of the token maps rather
+        than per-pixel copies of the neighbours (memory traffic is what costs on a CPU).
+        With `jitter` (training) each sample draws its own variational offsets, shared by
+        all its cells: every pixel still sees a Gaussian-jittered coordinate.
+        """
         b, d, h, w = tokens.shape
-        n = TOKEN_STRIDE * scale
-        kv = self.to_kv(tokens)
-        k_all, v_all = kv[:, :d], kv[:, d:]
-        u0, log_fp = _cell_offsets(scale, tokens.device)
-        fp_cells = torch.full((2,), 1.0 / n, device=tokens.device)
-        inside = F.unfold(tokens.new_ones(1, 1, h, w), 3, padding=1) > 0.5  # (1, 9, L)
-        L = h * w
-        chunk = cells_per_chunk or L
-        shared = None if jitter else self._shared_queries(u0, log_fp)
-        out = tokens.new_empty(b, L, n * n, 3)
-        for s in range(0, L, chunk):
-            e = min(L, s + chunk)
-            keys = _unfold_rows(k_all, s, e)           # (B, Lc, 9, D)
-            vals = _unfold_rows(v_all, s, e)
-            valid = inside[0, :, s:e].transpose(0, 1)  # (Lc, 9)
-            if jitter:
-                u = self._jitter(u0.expand(b, e - s, n * n, 2), fp_cells)
-                out[:, s:e] = self._attend(self._features(u, log_fp), u, keys.unsqueeze(2),
-                                           vals.unsqueeze(2), valid[None, :, None, :])
-            else:
-                out[:, s:e] = self._attend_shared(shared, keys, vals, valid)
-        out = out.view(b, h, w, n, n, 3).permute(0, 5, 1, 3, 2, 4)
-        return out.reshape(b, 3, h * n, w * n)
+        n = self.stride * scale
+        u0, log_fp = _cell_offsets(self.stride, scale, tokens.device)       # (O, 2)
+        if jitter:
+            u0 = self._jitter(u0.expand(b, -1, -1), torch.full((2,), 1.0 / n, device=tokens.device))
+        q, bias, feat_part = self._shared_queries(u0, log_fp)             # (Bq, O, H, dh) ...
+        if q.dim() == 3:
+            q, bias, feat_part = q[None], bias[None], feat_part[None]
+        nh, dh = self.heads, d // self.heads
+        # The learned offset embeddings only ever meet the queries: fold them into the bias.
+        bias = bias + torch.einsum("bohd,nhd->bohn", q, self.offset_embed.view(9, nh, dh))
+        kv = F.pad(self.to_kv(tokens), (1, 1, 1, 1))
+        inside = F.unfold(tokens.new_ones(1, 1, h, w), 3, padding=1).view(9, h, w) > 0.5
+        rows = max(1, (cells_per_chunk or h * w) // w)
+        first = self.mlp[0]
+        w_tok = first.weight[:, :d, None, None]
+        out = tokens.new_empty(b, 3, h * n, w * n)
+        for r0 in range(0, h, rows):
+            r1 = min(h, r0 + rows)
+            out[:, :, r0 * n:r1 * n] = self._render_rows(kv[:, :, r0:r1 + 2], inside[:, r0:r1], q, bias,
+                                                         feat_part, w_tok, n)
+        return out
+
+    def _render_rows(self, kv, valid, q, bias, feat_part, w_tok, n):
+        """Rows of cells: kv (B, 2D, hc+2, w+2) zero-padded; valid (9, hc, w) -> (B, 3, hc*n, w*n)."""
+        b, _, hp, wp = kv.shape
+        hc, w = hp - 2, wp - 2
+        d = self.token_dim
+        nh, dh = self.heads, d // self.heads
+        o = q.shape[1]
+        k = kv[:, :d].reshape(b, nh, dh, hp, wp)
+        v = kv[:, d:].reshape(b, nh, dh, hp, wp)
+        s = torch.einsum("bohd,bhdyx->bohyx", q.expand(b, -1, -1, -1), k)   # (B, O, H, hc+2, w+2)
+        logits = torch.stack([s[..., dy:dy + hc, dx:dx + w] for dy in range(3) for dx in range(3)], 3)
+        logits = logits + bias.expand(b, -1, -1, -1)[..., None, None]       # (B, O, H, 9, hc, w)
+        logits = logits.masked_fill(~valid, float("-inf"))
+        wt = logits.softmax(3)
+        if self.threshold > 0:
+            wt = wt * (wt >= self.threshold)
+            wt = wt / wt.sum(3, keepdim=True)
+        a = None
+        for i, (dy, dx) in enumerate((dy, dx) for dy in range(3) for dx in range(3)):
+            term = wt[:, :, :, i, None] * v[:, None, :, :, dy:dy + hc, dx:dx + w]  # (B, O, H, dh, hc, w)
+            a = term if a is None else a + term
+        hid = F.conv2d(a.reshape(b * o, d, hc, w), w_tok).view(b, o, -1, hc, w)
+        hid = torch.relu(hid + feat_part.expand(b, -1, -1)[..., None, None]).flatten(0, 1)
+        lin2, lin3 = self.mlp[2], self.mlp[4]
+        hid = torch.relu(F.conv2d(hid, lin2.weight[:, :, None, None], lin2.bias))
+        rgb = F.conv2d(hid, lin3.weight[:, :, None, None], lin3.bias) + 0.5   # (B*O, 3, hc, w)
+        rgb = rgb.view(b, n, n, 3, hc, w).permute(0, 3, 4, 1, 5, 2)
+        return rgb.reshape(b, 3, hc * n, w * n)
 
     def render_cells(self, tokens: torch.Tensor, cells: torch.Tensor) -> torch.Tensor:
         """The scale-1 pixels of some token cells only (what `render_grid` gives there):
-        tokens (B, D, h, w), cells (N,) flat cell indices -> (B, N, 16, 3), each cell's
-        4 x 4 pixels in raster order. Lets encoder-side refinement sample pixels cheaply."""
+        tokens (B, D, h, w), cells (N,) flat cell indices -> (B, N, stride^2, 3), each cell's
+        stride x stride pixels in raster order. Lets encoder-side refinement sample pixels cheaply."""
         b, d, h, w = tokens.shape
         kv = F.unfold(self.to_kv(tokens), 3, padding=1).view(b, 2 * d, 9, h * w)[..., cells]
         kv = kv.permute(0, 3, 2, 1)                                          # (B, N, 9, 2D)
         inside = F.unfold(tokens.new_ones(1, 1, h, w), 3, padding=1)[0][:, cells].T > 0.5
-        shared = self._shared_queries(*_cell_offsets(1, tokens.device))
+        shared = self._shared_queries(*_cell_offsets(self.stride, 1, tokens.device))
         return self._attend_shared(shared, kv[..., :d], kv[..., d:], inside)
 
     def _shared_queries(self, u0: torch.Tensor, log_fp: torch.Tensor):
-        """Everything that depends only on the in-cell offset, computed once for all cells."""
+        """Everything that depends only on the in-cell offset, computed once for all cells.
+        u0 (..., O, 2) -> q (..., O, H, dh) (scaled), distance bias (..., O, H, 9),
+        position part of the MLP's first layer (..., O, hidden)."""
         nh, dh = self.heads, self.token_dim // self.heads
-        feat = self._features(u0, log_fp)                                  # (O, F)
-        q = self.to_q(feat).view(-1, nh, dh) / math.sqrt(dh)              # (O, H, dh)
-        rel = self.offsets - u0.unsqueeze(-2)                              # (O, 9, 2)
-        bias = -F.softplus(self.dist_scale)[None, :, None] * (rel * rel).sum(-1)[:, None, :]  # (O, H, 9)
+        feat = self._features(u0, log_fp)                                  # (..., O, F)
+        q = self.to_q(feat).unflatten(-1, (nh, dh)) / math.sqrt(dh)       # (..., O, H, dh)
+        rel = self.offsets - u0.unsqueeze(-2)                              # (..., O, 9, 2)
+        bias = -F.softplus(self.dist_scale)[:, None] * (rel * rel).sum(-1).unsqueeze(-2)  # (..., O, H, 9)
         first = self.mlp[0]
         d = self.token_dim
-        feat_part = feat @ first.weight[:, d:].T + first.bias              # (O, hidden)
+        feat_part = feat @ first.weight[:, d:].T + first.bias              # (..., O, hidden)
         return q, bias, feat_part
 
     def _attend_shared(self, shared, keys, values, valid):
@@ -163,9 +200,9 @@ class ANRDecoder(nn.Module):
         size of a query in input pixels (x, y). Returns (B, N, 3)."""
         b, d, h, w = tokens.shape
         kv = self.to_kv(tokens).flatten(2).transpose(1, 2)  # (B, L, 2D)
-        pos = xy / TOKEN_STRIDE
+        pos = xy / self.stride
         if jitter:
-            pos = pos + self._jitter(torch.zeros_like(pos), footprint / TOKEN_STRIDE)
+            pos = pos + self._jitter(torch.zeros_like(pos), footprint / self.stride)
         cell = torch.stack([pos[..., 0].floor().clamp(0, w - 1), pos[..., 1].floor().clamp(0, h - 1)], -1)
         u = pos - cell - 0.5
         nb = cell.long().unsqueeze(-2) + self.offsets.long()       # (B, N, 9, 2) as (x, y)
@@ -177,23 +214,11 @@ class ANRDecoder(nn.Module):
         return self._attend(feat, u, kvn[..., :d], kvn[..., d:], valid)
 
 
-def _cell_offsets(scale: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Offsets of the (4s)^2 output pixels inside a token cell, in cell units (x, y), row
+def _cell_offsets(stride: int, scale: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Offsets of the (stride * scale)^2 output pixels inside a token cell, in cell units (x, y), row
     by row, and the log2 pixel footprint. Float32 even under mixed precision (see
     fourier_features)."""
-    n = TOKEN_STRIDE * scale
+    n = stride * scale
     t = (torch.arange(n, device=device, dtype=torch.float32) + 0.5) / n - 0.5
     u0 = torch.stack(torch.meshgrid(t, t, indexing="ij")[::-1], dim=-1).reshape(n * n, 2)
     return u0, torch.full((2,), -math.log2(scale), device=device)
-
-
-def _unfold_rows(x: torch.Tensor, start: int, end: int) -> torch.Tensor:
-    """3x3 neighbours of flattened cells start..end of x (B, D, h, w) -> (B, end-start, 9, D).
-
-    Neighbours outside the grid come back as zeros (they are masked by the caller)."""
-    b, d, h, w = x.shape
-    r0, r1 = start // w, (end - 1) // w + 1
-    rows = F.pad(x, (1, 1, 1, 1))[:, :, r0:r1 + 2]
-    unf = F.unfold(rows, 3)                                   # (B, D*9, (r1-r0)*w)
-    unf = unf.view(b, d, 9, -1)[..., start - r0 * w:end - r0 * w]
-    return unf.permute(0, 3, 2, 1)

@@ -8,10 +8,16 @@ and its cost is linear in the image area, which lets one model code images of an
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+with warnings.catch_warnings():
+    # compressai's import runs torch.jit.script, which warns on every start: noise on stderr.
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    from compressai.layers import GDN  # noqa: F401  (re-exported for the encoder and token network)
 
 
 class LayerNorm2d(nn.LayerNorm):

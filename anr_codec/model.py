@@ -23,9 +23,14 @@ with warnings.catch_warnings():
 
 from .anr import ANRDecoder
 from .encoder import STRIDE, HyperEncoder
-from .tokens import TokenNetwork
+from .tokens import ConvTokenNetwork, TokenNetwork
 
 DEFAULT_LAMBDAS = (0.0018, 0.0035, 0.0067, 0.013, 0.025, 0.05, 0.1)
+
+# The conv-token design (anr-v2): GDN transforms around the transformer blocks, data tokens
+# at stride 2. `python -m anr_codec.train --config conv` starts one.
+CONV_TOKENS = {"stem": "gdn", "synthesis": "gdn", "latent_channels": 192, "dec_depth": 1,
+               "mlp_hidden": 64, "max_freq": 16.0}
 
 
 @dataclass
@@ -33,6 +38,10 @@ class ModelConfig:
     latent_channels: int = 128
     enc_width: int = 192
     enc_depth: int = 2
+    stem: str = "light"        # encoder stem: "light" (anr-v1) or "gdn" (encoder.gdn_stem)
+    stem_channels: int = 128   # width of the gdn stem
+    synthesis: str = "shuffle"  # token network: "shuffle" (anr-v1, stride 4) or "gdn" (stride 2)
+    synth_channels: int = 128  # width of the gdn token network
     dec_width: int = 192
     dec_depth: int = 2
     token_dim: int = 64
@@ -62,16 +71,29 @@ class AnrModel(nn.Module):
     def __init__(self, config: ModelConfig | None = None):
         super().__init__()
         self.config = c = config or ModelConfig()
-        self.encoder = HyperEncoder(c.latent_channels, c.enc_width, c.enc_depth, c.heads)
-        self.token_net = TokenNetwork(c.latent_channels, c.dec_width, c.dec_depth, c.heads, c.token_dim,
-                                      c.token_res8, c.token_res4)
-        self.anr = ANRDecoder(c.token_dim, c.heads, c.mlp_hidden, c.n_freqs, c.max_freq, c.threshold)
+        self.encoder = HyperEncoder(c.latent_channels, c.enc_width, c.enc_depth, c.heads,
+                                    c.stem, c.stem_channels)
+        if c.synthesis == "shuffle":
+            self.token_net = TokenNetwork(c.latent_channels, c.dec_width, c.dec_depth, c.heads, c.token_dim,
+                                          c.token_res8, c.token_res4)
+        elif c.synthesis == "gdn":
+            self.token_net = ConvTokenNetwork(c.latent_channels, c.dec_width, c.dec_depth, c.heads,
+                                              c.token_dim, c.synth_channels)
+        else:
+            raise ValueError(f"unknown token network {c.synthesis!r}")
+        self.anr = ANRDecoder(c.token_dim, c.heads, c.mlp_hidden, c.n_freqs, c.max_freq, c.threshold,
+                              stride=self.token_net.stride)
         nq = len(c.lambdas)
         # Gains start at sqrt(lambda / lambda_max): the quantiser step that balances
         # distortion against rate scales like 1/sqrt(lambda).
         init = torch.tensor([0.5 * math.log(l / max(c.lambdas)) for l in c.lambdas])
         self.log_gain = nn.Parameter(init[:, None].repeat(1, c.latent_channels))
         self.priors = nn.ModuleList(EntropyBottleneck(c.latent_channels) for _ in range(nq))
+
+    @property
+    def token_stride(self) -> int:
+        """Input pixels between neighbouring data tokens."""
+        return self.token_net.stride
 
     @property
     def n_qualities(self) -> int:

@@ -21,7 +21,6 @@ import math
 import torch
 
 from .tiling import tiles
-from .tokens import TOKEN_STRIDE
 
 REFINE_TILE = 64       # latent positions per tile side (1024 pixels), margin excluded
 # Adam step in quantiser steps at the highest quality, cosine-decayed to zero over the
@@ -69,14 +68,15 @@ def _refine_tile(net, x, y_tile, core, qi, width, height, steps, lr, cell_fracti
     width/height: how far the real image reaches from the tile's top-left corner."""
     dev = x.device
     _, _, th, tw = x.shape
-    ch, cw = th // TOKEN_STRIDE, tw // TOKEN_STRIDE
+    st = net.token_stride
+    ch, cw = th // st, tw // st
     # Target pixels grouped by token cell, in render_cells' order, and which are real.
-    target = x.view(3, ch, TOKEN_STRIDE, cw, TOKEN_STRIDE).permute(1, 3, 2, 4, 0).reshape(ch * cw, -1, 3)
+    target = x.view(3, ch, st, cw, st).permute(1, 3, 2, 4, 0).reshape(ch * cw, -1, 3)
     rows = torch.arange(th, device=dev) < height
     cols = torch.arange(tw, device=dev) < width
     real = (rows[:, None] & cols[None, :]).float()
-    real = real.view(ch, TOKEN_STRIDE, cw, TOKEN_STRIDE).permute(0, 2, 1, 3).reshape(ch * cw, -1, 1)
-    s = 16 // TOKEN_STRIDE
+    real = real.view(ch, st, cw, st).permute(0, 2, 1, 3).reshape(ch * cw, -1, 1)
+    s = 16 // st
     in_core = torch.zeros(ch, cw, dtype=torch.bool, device=dev)
     in_core[core[0].start * s:core[0].stop * s, core[1].start * s:core[1].stop * s] = True
     cells = (in_core.flatten() & (real.sum((1, 2)) > 0)).nonzero().squeeze(1)

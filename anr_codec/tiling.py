@@ -10,10 +10,11 @@ whole image (up to float summation order in the convolutions):
 - Encoder: the strided stem makes latent position i depend on pixel rows 16i-16 ..
   16i+16, so a tile's outermost latent row is wrong (zero padding where the image goes
   on); each of the two 5x5 neighbourhood-attention blocks spreads that by 2 rows. A
-  margin of 5 latent rows/columns leaves the tile's inside exact.
+  margin of 5 latent rows/columns leaves the tile's inside exact (the GDN stem's 5x5
+  convolutions reach 2 rows: 6; `HyperEncoder.margin`).
 - Token network: two attention blocks (2 + 2 rows), then 3x3 convolutions at strides 8
   and 4 (less than one latent row): again 5; a grown token network reaches further
-  (`TokenNetwork.margin`).
+  (`TokenNetwork.margin`, `ConvTokenNetwork.margin`).
 - ANR: an output pixel attends to the 3x3 tokens around its cell: a margin of 1 token
   (2 for the arbitrary-point path, where cells come from float coordinates).
 Tiles start at multiples of 16 pixels, so the stem's strides line up with the whole
@@ -29,9 +30,7 @@ import numpy as np
 import torch
 
 from .model import pad_to_multiple
-from .tokens import TOKEN_STRIDE
 
-NET_MARGIN = 5          # latent positions for the encoder; see above
 NET_SINGLE = 160 * 160  # latent positions computed in one pass (~2.5 GB peak)
 NET_TILE = 128          # latent positions per tile side, margin excluded
 RENDER_SINGLE = 1 << 22  # output pixels rendered in one pass
@@ -59,7 +58,7 @@ def analysis(net, rgb: np.ndarray, qi: int, device) -> torch.Tensor:
     if h * w <= NET_SINGLE:
         return net.analysis(pad_to_multiple(pixels_tensor(rgb, device)), qi)[0]
     out = None
-    for a, b, c, d, a0, b0, c0, d0 in tiles(h, w, NET_TILE, NET_MARGIN):
+    for a, b, c, d, a0, b0, c0, d0 in tiles(h, w, NET_TILE, net.encoder.margin):
         # Slices past the image end stop at it; pad_to_multiple then replicates its edge
         # exactly as for the whole image. Inner tiles are whole multiples of 16.
         y = net.analysis(pad_to_multiple(pixels_tensor(rgb[16 * a0:16 * b0, 16 * c0:16 * d0], device)), qi)[0]
@@ -70,11 +69,11 @@ def analysis(net, rgb: np.ndarray, qi: int, device) -> torch.Tensor:
 
 
 def tokens(net, y_hat: torch.Tensor, qi: int) -> torch.Tensor:
-    """Dequantised latent (C, h, w) -> data tokens (1, D, 4h, 4w)."""
+    """Dequantised latent (C, h, w) -> data tokens (1, D, s*h, s*w), s = 16 / token stride."""
     _, h, w = y_hat.shape
     if h * w <= NET_SINGLE:
         return net.tokens(y_hat[None], qi)
-    s = 16 // TOKEN_STRIDE
+    s = 16 // net.token_stride
     out = None
     for a, b, c, d, a0, b0, c0, d0 in tiles(h, w, NET_TILE, net.token_net.margin):
         t = net.tokens(y_hat[None, :, a0:b0, c0:d0], qi)
@@ -97,7 +96,7 @@ def render(anr, tok: torch.Tensor, width: int, height: int, ow: int, oh: int, qu
     if s == int(s) and oh == height * int(s):
         # Grid path: whole token cells of n x n pixels.
         s = int(s)
-        n = TOKEN_STRIDE * s
+        n = anr.stride * s
         per_chunk = max(1, queries_per_chunk // (n * n))
         parts = tiles(ht, wt, RENDER_TILE, 1) if ow * oh > RENDER_SINGLE else [(0, ht, 0, wt, 0, ht, 0, wt)]
         for a, b, c, d, a0, b0, c0, d0 in parts:
@@ -111,6 +110,7 @@ def render(anr, tok: torch.Tensor, width: int, height: int, ow: int, oh: int, qu
     # Arbitrary points: pixel centres of the output, in input pixels. Each chunk of
     # queries sees only the tokens around it, so no chunk touches the whole token map.
     dev = tok.device
+    st = anr.stride
     sx, sy = width / ow, height / oh
     fp = torch.tensor([sx, sy], device=dev)
     tile_w = min(ow, queries_per_chunk)
@@ -119,15 +119,15 @@ def render(anr, tok: torch.Tensor, width: int, height: int, ow: int, oh: int, qu
     for r0 in range(0, oh, rows):
         r1 = min(oh, r0 + rows)
         ys = (torch.arange(r0, r1, device=dev) + 0.5) * sy
-        ty0 = max(0, int(ys[0]) // TOKEN_STRIDE - 2)
-        ty1 = min(ht, int(ys[-1]) // TOKEN_STRIDE + 3)
+        ty0 = max(0, int(ys[0]) // st - 2)
+        ty1 = min(ht, int(ys[-1]) // st + 3)
         for c0 in range(0, ow, tile_w):
             c1 = min(ow, c0 + tile_w)
             xs = xs_all[c0:c1]
-            tx0 = max(0, int(xs[0]) // TOKEN_STRIDE - 2)
-            tx1 = min(wt, int(xs[-1]) // TOKEN_STRIDE + 3)
-            # Shifting by whole tokens (multiples of 4 pixels) is exact in float.
-            gy, gx = torch.meshgrid(ys - TOKEN_STRIDE * ty0, xs - TOKEN_STRIDE * tx0, indexing="ij")
+            tx0 = max(0, int(xs[0]) // st - 2)
+            tx1 = min(wt, int(xs[-1]) // st + 3)
+            # Shifting by whole tokens (multiples of the stride in pixels) is exact in float.
+            gy, gx = torch.meshgrid(ys - st * ty0, xs - st * tx0, indexing="ij")
             xy = torch.stack([gx, gy], -1).reshape(1, -1, 2)
             rgb = anr.render_points(tok[:, :, ty0:ty1, tx0:tx1], xy, fp)[0]
             out[r0:r1, c0:c1] = to_uint8(rgb.T.reshape(3, r1 - r0, c1 - c0))

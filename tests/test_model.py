@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -88,3 +89,75 @@ def test_tiled_tokens_of_a_grown_network_match_one_pass(monkeypatch):
         net.token_net.margin -= 1
         short = (tiling.tokens(net, y, 1) - ref).abs().max()
     assert err < 1e-9 and short > 1e-3, (err, short)
+
+
+# -- the conv-token design (anr-v2): GDN transforms, data tokens at stride 2 ----------------
+def conv_config(**kw):
+    from anr_codec.model import CONV_TOKENS, ModelConfig
+    return ModelConfig(**{**CONV_TOKENS, **kw})
+
+
+def test_stride2_grid_and_point_paths_compute_the_same_function():
+    torch.manual_seed(1)
+    d = ANRDecoder(threshold=0.05, stride=2, hidden=64, max_freq=16).eval()
+    with torch.no_grad():
+        for p in d.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+        tok = torch.randn(2, 64, 6, 5)
+        for s in (1, 2, 4):
+            g = d.render_grid(tok, s, cells_per_chunk=7)   # chunks of whole rows
+            assert g.shape == (2, 3, 12 * s, 10 * s)
+            H, W = g.shape[-2:]
+            ys, xs = torch.meshgrid(torch.arange(H) + 0.5, torch.arange(W) + 0.5, indexing="ij")
+            xy = torch.stack([xs / s, ys / s], -1).reshape(1, -1, 2).expand(2, -1, -1)
+            p = d.render_points(tok, xy, torch.tensor([1 / s, 1 / s])).reshape(2, H, W, 3).permute(0, 3, 1, 2)
+            assert (g - p).abs().max() < 1e-4
+        # Training jitter: each sample draws its own offsets, so two samples of the same
+        # tokens differ, and with zero spread the jittered render is the exact one.
+        same = tok[:1].expand(2, -1, -1, -1)
+        j = d.render_grid(same, 1, jitter=True)
+        assert (j[0] - j[1]).abs().max() > 1e-3
+        d.jitter_sigma = 0.0
+        assert (d.render_grid(same, 1, jitter=True) - d.render_grid(same, 1)).abs().max() < 1e-5
+
+
+def test_conv_design_trains_and_fits_the_decoder_budget():
+    m = AnrModel(conv_config())
+    assert m.token_stride == 2
+    x = torch.rand(2, 3, 32, 48)
+    tokens, bits = m.forward_train(x, torch.tensor([1, 6]))
+    assert tokens.shape[-2:] == (16, 24)
+    out = m.anr.render_grid(tokens, 1, jitter=True)
+    assert out.shape == x.shape and (bits > 0).all()
+    (((out - x) ** 2).mean() + bits.mean()).backward()
+    assert m.encoder.stem[0].weight.grad is not None and m.token_net.up[0][0].weight.grad is not None
+    m.eval()
+    with torch.no_grad(), FlopCounterMode(display=False) as fc:
+        img = m.anr.render_grid(m.tokens(torch.zeros(1, 192, 8, 12), 0), 1)
+    macs = fc.get_total_flops() / 2 / (img.shape[-1] * img.shape[-2])
+    assert 30_000 < macs < 60_000, macs   # measured 47.5k
+
+
+def test_tiles_of_the_conv_design_need_exactly_their_margins(monkeypatch):
+    """Encoder and token network in tiles give what one pass gives, and one latent row
+    less margin than each declares is visibly wrong (fresh weights: trained ones learn
+    to all but ignore the receptive field's far edge)."""
+    from anr_codec import tiling
+    torch.manual_seed(0)
+    net = AnrModel(conv_config()).eval()
+    assert (net.encoder.margin, net.token_net.margin) == (6, 4)
+    rgb = np.random.default_rng(0).integers(0, 256, (16 * 23, 16 * 19, 3), dtype=np.uint8)
+    y = torch.randn(192, 23, 19)
+    with torch.no_grad():
+        ref_y, ref_t = tiling.analysis(net, rgb, 1, "cpu"), net.tokens(y[None], 1)
+        monkeypatch.setattr(tiling, "NET_SINGLE", 0)
+        monkeypatch.setattr(tiling, "NET_TILE", 6)
+        errs = [(tiling.analysis(net, rgb, 1, "cpu") - ref_y).abs().max(),
+                (tiling.tokens(net, y, 1) - ref_t).abs().max()]
+        net.encoder.margin -= 1
+        net.token_net.margin -= 1
+        shorts = [(tiling.analysis(net, rgb, 1, "cpu") - ref_y).abs().max(),
+                  (tiling.tokens(net, y, 1) - ref_t).abs().max()]
+    for err, short, ref in zip(errs, shorts, (ref_y, ref_t)):
+        assert err < 1e-4 * ref.abs().max() and short > 1e-3 * ref.abs().max() and short > 100 * err, \
+            (errs, shorts)

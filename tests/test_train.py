@@ -194,3 +194,20 @@ def test_lr_warms_up_again_when_adam_restarts_on_trained_weights():
     assert lr_at(20_000, 1.0, [], fresh_steps=0) == pytest.approx(1 / 200)
     assert lr_at(20_199, 1.0, [], fresh_steps=199) == 1.0
     assert lr_at(20_000, 1.0, [15_000], fresh_steps=500) == pytest.approx(0.1)
+
+
+def test_conv_design_trains_exports_and_codes_end_to_end(data_dir, tmp_path):
+    """`--config conv` (anr-v2's design): train, export with context tables, then encode
+    and decode through the Codec at the coded size and at a non-integer scale."""
+    from anr_codec import Codec
+    from anr_codec.export import export
+    train.main(_args(data_dir, tmp_path, 1, "--config", "conv,enc_width=64,dec_width=64,stem_channels=32,"
+                                                        "synth_channels=32,token_dim=32"))
+    out = tmp_path / "m.pt"
+    export(tmp_path / "run" / "last.pt", out, "anr-conv-test", context_data=[data_dir])
+    codec = Codec(quality=3, model=out, device="cpu")
+    assert codec.model.net.token_stride == 2 and codec.model.net.config.stem == "gdn"
+    img = smooth_image(50, 37, seed=4)
+    data = codec.encode(img)
+    assert np.asarray(codec.decode(data)).shape == img.shape
+    assert np.asarray(codec.decode(data, scale=2.5)).shape == (92, 125, 3)

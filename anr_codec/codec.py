@@ -17,6 +17,7 @@ import torch
 from . import container, tiling
 from .container import AnrFile, Header
 from .entropy import SYMBOL_LIMIT, symbols_checksum
+from .fixedpoint import Z_LIMIT
 from .errors import AnrError
 from .images import from_planes, open_image, to_planes
 from .model import pad_to_multiple
@@ -127,17 +128,35 @@ class Codec:
         if max(h, w) > container.MAX_SIDE:
             raise AnrError(f"image side exceeds {container.MAX_SIDE} pixels")
         m = self.model
+        if steps and m.net.hyper is not None:
+            raise AnrError(f"model {m.name!r} has a hyperprior: encoder-side refinement is not available for it")
         with torch.inference_mode():
             y = tiling.analysis(m.net, rgb, q - 1, self.device)  # in tiles when big: bounded memory
         if steps:
             x = pad_to_multiple(tiling.pixels_tensor(rgb, self.device))
             y = refine_latent(m.net, x, y, q - 1, w, h, steps)  # works on its own copy
-        med = m.net.medians(q - 1)[:, None, None]
-        symbols = torch.round(y - med).clamp(-SYMBOL_LIMIT, SYMBOL_LIMIT).to(torch.int32).cpu().numpy()
-        payload = m.coder(q).encode(symbols)
-        header = Header(w, h, mode, q, tuple(symbols.shape), symbols_checksum(symbols), m.name, m.hash16)
+        if m.net.hyper is not None:
+            payload, shape, crc = self._encode_hyper(m, q, y)
+        else:
+            med = m.net.medians(q - 1)[:, None, None]
+            symbols = torch.round(y - med).clamp(-SYMBOL_LIMIT, SYMBOL_LIMIT).to(torch.int32).cpu().numpy()
+            payload, shape, crc = m.coder(q).encode(symbols), tuple(symbols.shape), symbols_checksum(symbols)
+        header = Header(w, h, mode, q, shape, crc, m.name, m.hash16)
         alpha_chunk = zlib.compress(alpha.tobytes(), 9) if alpha is not None else None
         return AnrFile(header, payload, alpha_chunk).to_bytes()
+
+    @staticmethod
+    @torch.inference_mode()
+    def _encode_hyper(m: LoadedModel, q: int, y: torch.Tensor) -> tuple[bytes, tuple, int]:
+        """Scaled latent (C, h, w) -> (payload, latent shape, CRC of z's and the latent's symbols)."""
+        hyper, qi = m.net.hyper, q - 1
+        z = hyper.h_a((y / m.net.gain(qi)[:, None, None])[None])[0] * hyper.z_gain(qi)[:, None, None]
+        z_sym = torch.round(z - hyper.z_medians(qi)[:, None, None]).clamp(-Z_LIMIT, Z_LIMIT)
+        z_sym = z_sym.to(torch.int32).cpu().numpy()
+        coder = m.coder(q)
+        means, idx = coder.means_and_indices(z_sym, tuple(y.shape[1:]))   # exact: what the decoder gets
+        symbols = torch.round(y.cpu() - means).clamp(-SYMBOL_LIMIT, SYMBOL_LIMIT).to(torch.int32).numpy()
+        return coder.encode(z_sym, symbols, idx), tuple(symbols.shape), hyper_checksum(z_sym, symbols)
 
     # -- decoding ------------------------------------------------------------------
     def output_size(self, header: Header, scale: float = 1.0, size=None,
@@ -178,26 +197,42 @@ class Codec:
         m = self._model_for(hd)
         if not 1 <= hd.quality <= len(m.qualities):
             raise AnrError(f"file has quality {hd.quality}, the model has 1..{len(m.qualities)}")
-        symbols = m.coder(hd.quality).decode(f.payload, hd.latent_shape)
-        if symbols_checksum(symbols) != hd.symbols_crc:
-            raise AnrError("decoded symbols fail their checksum (corrupt data or a model mismatch)")
+        y_hat = self._dequantised(m, f)
         # Alpha is checked before rendering: a bad chunk should not cost a network pass.
         alpha = _inflate_alpha(f.alpha, hd.width, hd.height) if f.alpha is not None else None
-        rgb = self._render(m, symbols, hd, ow, oh)
+        rgb = self._render(m, y_hat, hd, ow, oh)
         if alpha is not None:
             if (ow, oh) != (hd.width, hd.height):
                 from PIL import Image
                 alpha = np.asarray(Image.fromarray(alpha, "L").resize((ow, oh), Image.Resampling.BICUBIC))
         return from_planes(rgb, alpha, hd.mode)
 
-    def _render(self, m: LoadedModel, symbols: np.ndarray, hd: Header, ow: int, oh: int) -> np.ndarray:
-        q = hd.quality - 1
-        y_hat = torch.from_numpy(symbols).to(self.device).float() + m.net.medians(q)[:, None, None]
-        tokens = tiling.tokens(m.net, y_hat, q)
+    @staticmethod
+    def _dequantised(m: LoadedModel, f: AnrFile) -> torch.Tensor:
+        """Entropy-decode a file's latent and check its symbols' CRC -> scaled latent (C, h, w)."""
+        hd = f.header
+        if m.net.hyper is not None:
+            z_sym, symbols, means = m.coder(hd.quality).decode(f.payload, hd.latent_shape)
+            crc = hyper_checksum(z_sym, symbols)
+        else:
+            symbols = m.coder(hd.quality).decode(f.payload, hd.latent_shape)
+            means, crc = m.net.medians(hd.quality - 1)[:, None, None].cpu(), symbols_checksum(symbols)
+        if crc != hd.symbols_crc:
+            raise AnrError("decoded symbols fail their checksum (corrupt data or a model mismatch)")
+        return torch.from_numpy(symbols).float() + means
+
+    def _render(self, m: LoadedModel, y_hat: torch.Tensor, hd: Header, ow: int, oh: int) -> np.ndarray:
+        """Dequantised scaled latent (C, h, w) -> HxWx3 uint8 at ow x oh."""
+        tokens = tiling.tokens(m.net, y_hat.to(self.device), hd.quality - 1)
         return tiling.render(m.net.anr, tokens, hd.width, hd.height, ow, oh, QUERIES_PER_CHUNK)
 
     def info(self, data) -> Header:
         return container.read_header(_read_bytes(data))
+
+
+def hyper_checksum(z_symbols: np.ndarray, symbols: np.ndarray) -> int:
+    """CRC32 of z's symbols followed by the latent's (hyperprior models)."""
+    return symbols_checksum(np.concatenate([z_symbols.reshape(-1), symbols.reshape(-1)]))
 
 
 def _read_bytes(data) -> bytes:

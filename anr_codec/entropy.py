@@ -137,10 +137,15 @@ class SymbolCoder(BoundedDecoding):
         self.min_bits_per_position = float(sum(b.min() for b in self.bits))
 
     def encode(self, symbols: np.ndarray) -> bytes:
+        enc = constriction.stream.queue.RangeEncoder()
+        self.encode_into(enc, symbols)
+        return enc.get_compressed().astype("<u4").tobytes()
+
+    def encode_into(self, enc, symbols: np.ndarray) -> None:
+        """Append (C, h, w) symbols (escaped values last) to a range encoder."""
         c_, h, w = symbols.shape
         if c_ != self.channels:
             raise ValueError("symbol array has the wrong number of channels")
-        enc = constriction.stream.queue.RangeEncoder()
         escapes = []
         for c in range(c_):
             s = symbols[c].reshape(-1).astype(np.int64)
@@ -151,7 +156,6 @@ class SymbolCoder(BoundedDecoding):
             escapes.extend(int(v) for v in s[esc])
         for v in escapes:
             _encode_escape(enc, v)
-        return enc.get_compressed().astype("<u4").tobytes()
 
     def decode(self, payload: bytes, shape: tuple[int, int, int]) -> np.ndarray:
         """Symbols (C, h, w) int32 from a payload; raises AnrError on corrupt data.
@@ -159,12 +163,16 @@ class SymbolCoder(BoundedDecoding):
         Bounded as BoundedDecoding says; the information is tallied channel by channel.
         """
         dec, budget = self._open(payload, shape)
+        return self.decode_from(dec, shape, 0.0, budget)[0]
+
+    def decode_from(self, dec, shape: tuple[int, int, int], used: float, budget: float):
+        """What `encode_into` appended: -> (symbols, information used so far in bits);
+        AnrError as soon as `used` passes `budget`."""
         c_, h, w = shape
         n = h * w
         try:
             out = np.empty((c_, n), dtype=np.int32)
             esc_at = []
-            used = 0.0
             for c in range(c_):
                 idx = dec.decode(self.models[c], n)
                 used += float(self.bits[c][idx].sum())
@@ -175,22 +183,27 @@ class SymbolCoder(BoundedDecoding):
                 if len(e):
                     esc_at.append(c * n + e)
             esc_at = np.concatenate(esc_at) if esc_at else np.empty(0, dtype=np.int64)
-            # Each escaped value costs at least its bit length (log2 22) and one bit.
-            if used + len(esc_at) * (ESCAPE_LENGTH_BITS + 1) > budget:
-                raise AnrError(CORRUPT)
-            flat = out.reshape(-1)
-            for s in range(0, len(esc_at), 1 << 16):  # in slices: no Python list of every position
-                for i in esc_at[s: s + (1 << 16)].tolist():
-                    v, bits = _decode_escape(dec)
-                    used += bits
-                    if used > budget:
-                        raise AnrError(CORRUPT)
-                    flat[i] = v
+            used = decode_escapes(dec, out.reshape(-1), esc_at, used, budget)
         except AnrError:
             raise
         except Exception as e:  # constriction reports corrupt data as various errors
             raise AnrError(f"entropy-coded data is corrupt ({e})") from None
-        return out.reshape(c_, h, w)
+        return out.reshape(c_, h, w), used
+
+
+def decode_escapes(dec, flat: np.ndarray, esc_at: np.ndarray, used: float, budget: float) -> float:
+    """Fill flat[esc_at] with the escaped values that follow; -> information used."""
+    # Each escaped value costs at least its bit length (log2 22) and one bit.
+    if used + len(esc_at) * (ESCAPE_LENGTH_BITS + 1) > budget:
+        raise AnrError(CORRUPT)
+    for s in range(0, len(esc_at), 1 << 16):  # in slices: no Python list of every position
+        for i in esc_at[s: s + (1 << 16)].tolist():
+            v, bits = _decode_escape(dec)
+            used += bits
+            if used > budget:
+                raise AnrError(CORRUPT)
+            flat[i] = v
+    return used
 
 
 _UNIFORM = {}

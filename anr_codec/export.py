@@ -23,7 +23,9 @@ import torch
 from PIL import Image
 
 from .context import build_context_tables, count_contexts
-from .entropy import SYMBOL_LIMIT, build_tables
+from .entropy import MAX_TABLE, PRECISION, SYMBOL_LIMIT, build_tables
+from .fixedpoint import export_tables, gaussian_tables, latent_gain_tables, scale_thresholds
+from .hyperprior import scale_table
 from .images import centre_crop16
 from .model import AnrModel, ModelConfig
 from .tiling import pixels_tensor
@@ -31,16 +33,30 @@ from .weights import save_model
 
 
 @torch.no_grad()
+def factorized_tables(prior) -> dict:
+    # Re-derive the tail quantiles precisely (bisection) but keep the trained medians:
+    # the decoder learned with those quantisation offsets.
+    med = prior.quantiles[:, :, 1:2].clone()
+    prior._update_quantiles()
+    prior.quantiles[:, :, 1:2] = med
+    return build_tables(prior)
+
+
+@torch.no_grad()
 def tables_for(net: AnrModel) -> list[dict]:
-    tables = []
-    for prior in net.priors:
-        # Re-derive the tail quantiles precisely (bisection) but keep the trained medians:
-        # the decoder learned with those quantisation offsets.
-        med = prior.quantiles[:, :, 1:2].clone()
-        prior._update_quantiles()
-        prior.quantiles[:, :, 1:2] = med
-        tables.append(build_tables(prior))
-    return tables
+    """Per quality: the latent's factorized tables, or (hyperprior models) z's tables and
+    the fixed-point constants of the exact path (fixedpoint.py)."""
+    if net.hyper is None:
+        return [factorized_tables(prior) for prior in net.priors]
+    return [{**factorized_tables(prior), **export_tables(net.hyper, qi), **latent_gain_tables(net.log_gain[qi])}
+            for qi, prior in enumerate(net.hyper.z_priors)]
+
+
+def gaussian_coding_tables() -> dict:
+    """The hyperprior models' latent tables, one per scale level (shared by all qualities)."""
+    table = scale_table().numpy()
+    halves, counts = gaussian_tables(table, PRECISION, MAX_TABLE // 2 - 1)
+    return {"halves": halves.astype(np.int32), "counts": counts, "thresholds": scale_thresholds(table)}
 
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
@@ -79,17 +95,20 @@ def export(ckpt: Path, out: Path, name: str, notes: dict | None = None,
     net.load_state_dict(state["model"])
     net.eval()
     tables = tables_for(net)
-    images = context_images(context_data, context_limit) if context_data else []
+    # Context tables adapt a factorized prior; a hyperprior already adapts every scale.
+    images = context_images(context_data, context_limit) if context_data and net.hyper is None else []
     if images:
         add_context_tables(net, tables, images)
+    gaussian = gaussian_coding_tables() if net.hyper is not None else None
     out.parent.mkdir(parents=True, exist_ok=True)
-    digest = save_model(net, tables, out, name, state.get("step", 0), state.get("elapsed", 0.0))
+    digest = save_model(net, tables, out, name, state.get("step", 0), state.get("elapsed", 0.0), gaussian)
     manifest = {"name": name, "sha256": digest.hex(), "file": out.name,
                 "qualities": len(tables), "lambdas": list(net.config.lambdas),
                 "training": {"steps": state.get("step"), "train_seconds": round(state.get("elapsed", 0)),
                              "exported_on": f"{platform.system()} {platform.machine()}"},
                 "parameters": sum(p.numel() for p in net.parameters()),
-                "entropy_coding": (f"context tables from {len(images)} images of "
+                "entropy_coding": ("hyperprior (exact fixed-point scales, Gaussian tables)" if gaussian
+                                   else f"context tables from {len(images)} images of "
                                    f"{', '.join(str(f) for f in context_data)}" if images else "factorized")}
     if notes:
         manifest["training"].update(notes)

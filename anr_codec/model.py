@@ -23,6 +23,7 @@ with warnings.catch_warnings():
 
 from .anr import ANRDecoder
 from .encoder import STRIDE, HyperEncoder
+from .hyperprior import HyperPrior
 from .tokens import ConvTokenNetwork, TokenNetwork
 
 DEFAULT_LAMBDAS = (0.0018, 0.0035, 0.0067, 0.013, 0.025, 0.05, 0.1)
@@ -30,7 +31,7 @@ DEFAULT_LAMBDAS = (0.0018, 0.0035, 0.0067, 0.013, 0.025, 0.05, 0.1)
 # The conv-token design (anr-v2): GDN transforms around the transformer blocks, data tokens
 # at stride 2. `python -m anr_codec.train --config conv` starts one.
 CONV_TOKENS = {"stem": "gdn", "synthesis": "gdn", "latent_channels": 192, "dec_depth": 1,
-               "mlp_hidden": 64, "max_freq": 16.0}
+               "mlp_hidden": 64, "max_freq": 16.0, "prior": "hyper"}
 
 
 @dataclass
@@ -42,6 +43,8 @@ class ModelConfig:
     stem_channels: int = 128   # width of the gdn stem
     synthesis: str = "shuffle"  # token network: "shuffle" (anr-v1, stride 4) or "gdn" (stride 2)
     synth_channels: int = 128  # width of the gdn token network
+    prior: str = "factorized"  # entropy model of the latent: "factorized" or "hyper" (hyperprior.py)
+    hyper_channels: int = 128  # channels of the hyperprior's side information z
     dec_width: int = 192
     dec_depth: int = 2
     token_dim: int = 64
@@ -88,7 +91,14 @@ class AnrModel(nn.Module):
         # distortion against rate scales like 1/sqrt(lambda).
         init = torch.tensor([0.5 * math.log(l / max(c.lambdas)) for l in c.lambdas])
         self.log_gain = nn.Parameter(init[:, None].repeat(1, c.latent_channels))
-        self.priors = nn.ModuleList(EntropyBottleneck(c.latent_channels) for _ in range(nq))
+        if c.prior == "factorized":
+            self.priors = nn.ModuleList(EntropyBottleneck(c.latent_channels) for _ in range(nq))
+            self.hyper = None
+        elif c.prior == "hyper":
+            self.priors = nn.ModuleList()
+            self.hyper = HyperPrior(c.latent_channels, c.hyper_channels, nq)
+        else:
+            raise ValueError(f"unknown prior {c.prior!r}")
 
     @property
     def token_stride(self) -> int:
@@ -122,6 +132,10 @@ class AnrModel(nn.Module):
         while the decoder sees hard-rounded latents through a straight-through estimator,
         so training matches what the decoder receives at test time.
         """
+        if self.hyper is not None:
+            with torch.autocast(x.device.type, enabled=False):
+                y_hat, bits = self.hyper.forward_train(self.encoder(x).float(), qi, self.log_gain[qi][:, :, None, None])
+            return self.token_net(y_hat / self.gain(qi)), bits
         y = self.encoder(x).float() * self.gain(qi)
         bits = x.new_zeros(x.shape[0], dtype=torch.float32)
         y_hat = torch.empty_like(y)
@@ -138,6 +152,8 @@ class AnrModel(nn.Module):
         return tokens, bits
 
     def aux_loss(self) -> torch.Tensor:
+        if self.hyper is not None:
+            return self.hyper.aux_loss()
         return sum(p.loss() for p in self.priors)
 
 

@@ -16,15 +16,18 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from .context import ContextCoder
 from .entropy import SymbolCoder
+from .fixedpoint import ExactParams, FixedPointSynthesis
+from .hypercoder import HyperCoder
 from .errors import AnrError
 from .model import AnrModel, ModelConfig
 
-FORMAT_TAG = "anr-codec-model/2"   # /2 may carry context tables; /1 files (factorized only) still load
-READ_TAGS = ("anr-codec-model/1", FORMAT_TAG)
+FORMAT_TAG = "anr-codec-model/3"   # /3 may carry a hyperprior, /2 context tables; /1 and /2 still load
+READ_TAGS = ("anr-codec-model/1", "anr-codec-model/2", FORMAT_TAG)
 DEFAULT_MODEL = "anr-v1"
 
 
@@ -43,7 +46,9 @@ class LoadedModel:
     net: AnrModel
     tables: list[dict]
     device: torch.device
+    gaussian: dict | None = None          # hyperprior models: the latent's Gaussian tables
     _coders: dict = field(default_factory=dict)
+    _synthesis: FixedPointSynthesis | None = None
 
     @property
     def hash16(self) -> bytes:
@@ -53,11 +58,19 @@ class LoadedModel:
     def qualities(self) -> list[int]:
         return list(range(1, self.net.n_qualities + 1))
 
-    def coder(self, quality: int) -> SymbolCoder | ContextCoder:
-        """The model decides how its symbols are coded: with context tables when it has them."""
+    def coder(self, quality: int) -> SymbolCoder | ContextCoder | HyperCoder:
+        """The model decides how its symbols are coded: with context tables when it has
+        them, with a hyperprior when it is a hyperprior model."""
         if quality not in self._coders:
             t = self.tables[quality - 1]
-            self._coders[quality] = ContextCoder(t) if "ctx_counts" in t else SymbolCoder(t)
+            if self.gaussian is not None:
+                if self._synthesis is None:
+                    self._synthesis = FixedPointSynthesis(self.net.hyper.h_s)
+                g = self.gaussian
+                self._coders[quality] = HyperCoder(SymbolCoder(t), ExactParams(self._synthesis, t, g["thresholds"]),
+                                                   g["halves"], g["counts"], self.net.config.latent_channels)
+            else:
+                self._coders[quality] = ContextCoder(t) if "ctx_counts" in t else SymbolCoder(t)
         return self._coders[quality]
 
 
@@ -128,23 +141,28 @@ def load_model(name_or_path: str | Path | None = None, device: str | torch.devic
             net = AnrModel(ModelConfig.from_dict(blob["config"]))
             net.load_state_dict(blob["model"])
             tables = [{k: v.numpy() for k, v in t.items()} for t in blob["tables"]]
+            gaussian = {k: v.numpy() for k, v in blob["gaussian"].items()} if blob.get("gaussian") else None
+            if (gaussian is None) != (net.hyper is None):
+                raise ValueError("hyperprior tables do not match the architecture")
         except Exception as e:
             raise AnrError(f"model file {path} is inconsistent ({type(e).__name__}: {e})") from None
         if len(tables) != net.n_qualities:
             raise AnrError(f"model file {path} has {len(tables)} entropy tables for {net.n_qualities} qualities")
         net.eval().requires_grad_(False).to(device)
-        lm = LoadedModel(blob.get("name", name), digest, net, tables, device)
+        lm = LoadedModel(blob.get("name", name), digest, net, tables, device, gaussian)
         _cache[key] = lm
         return lm
 
 
 def save_model(net: AnrModel, tables: list[dict], path: Path, name: str, step: int = 0,
-               elapsed: float = 0.0) -> bytes:
+               elapsed: float = 0.0, gaussian: dict | None = None) -> bytes:
     """Write a model file; returns its SHA-256. `step`/`elapsed` let training resume from it."""
     blob = {"format": FORMAT_TAG, "name": name, "step": int(step), "elapsed": float(elapsed),
             "config": net.config.to_dict(),
             "model": {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()},
-            "tables": [{k: torch.from_numpy(v) for k, v in t.items()} for t in tables]}
+            "tables": [{k: torch.from_numpy(np.asarray(v)) for k, v in t.items()} for t in tables]}
+    if gaussian is not None:
+        blob["gaussian"] = {k: torch.from_numpy(np.asarray(v)) for k, v in gaussian.items()}
     buf = io.BytesIO()
     torch.save(blob, buf)
     raw = buf.getvalue()

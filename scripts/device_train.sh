@@ -2,8 +2,8 @@
 # One-shot training on the `device` GPU machine: start from the newest weights, train
 # MINUTES of wall time, leave last.pt (weights + step count, < 16 MiB) and log.jsonl
 # under $OUT. The newest weights are .device-run/last.pt when carried (a checkpoint that
-# came back from an earlier call), else the shipped pretrained/anr-v1.pt (its step count
-# continues). Adam's moments do not travel (they would not fit beside the data), so each
+# came back from an earlier call), else the shipped model $MODEL (default
+# pretrained/anr-v2.pt, else pretrained/anr-v1.pt; its step count continues). Adam's moments do not travel (they would not fit beside the data), so each
 # call restarts them, which costs a few hundred steps of warm-up at most.
 #
 # Here, first: bash scripts/prepare_device.sh
@@ -30,7 +30,8 @@ if [ -f .device-run/last.pt ]; then
   cp .device-run/last.pt "$OUT"/
   INIT=()
 else
-  INIT=(--init pretrained/anr-v1.pt)
+  MODEL=${MODEL:-$( [ -f pretrained/anr-v2.pt ] && echo pretrained/anr-v2.pt || echo pretrained/anr-v1.pt )}
+  INIT=(--init "$MODEL")
 fi
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
 python3 -m anr_codec.train --data .device-data --cache /tmp/pixel-cache --out "$OUT" \

@@ -36,6 +36,22 @@ SCALE_MAX = 64.0
 SCALE_LEVELS = 64   # tables, log-spaced from SCALE_MIN to SCALE_MAX
 
 
+def factorized_train(priors: nn.ModuleList, v: torch.Tensor, qi: torch.Tensor):
+    """v (B, C, h, w) coded by per-quality factorized priors (compressai EntropyBottleneck):
+    -> (v rounded around the priors' medians, straight-through; bits per sample, with
+    additive noise as the rate's smooth proxy)."""
+    bits = v.new_zeros(v.shape[0], dtype=torch.float32)
+    v_hat = torch.empty_like(v)
+    for q in qi.unique().tolist():
+        sel = (qi == q).nonzero().squeeze(1)
+        vs = v[sel]
+        _, lik = priors[q](vs, training=True)
+        bits = bits.index_put((sel,), -torch.log2(lik).flatten(1).sum(1))
+        m = priors[q].quantiles[:, 0, 1].detach()[None, :, None, None]
+        v_hat[sel] = vs + (torch.round(vs - m) + m - vs).detach()
+    return v_hat, bits
+
+
 def scale_table() -> torch.Tensor:
     return torch.exp(torch.linspace(math.log(SCALE_MIN), math.log(SCALE_MAX), SCALE_LEVELS, dtype=torch.float64))
 
@@ -89,16 +105,7 @@ class HyperPrior(nn.Module):
         """y (B, C, h, w) unscaled latent; log_gain (B, C, 1, 1). Returns (y_hat_q for the
         decoder (straight-through rounding around the predicted means), bits per sample).
         Rates use additive noise, as for the factorized prior."""
-        z = self.h_a(y) * self.z_gain(qi)
-        z_bits = z.new_zeros(z.shape[0])
-        z_hat = torch.empty_like(z)
-        for q in qi.unique().tolist():
-            sel = (qi == q).nonzero().squeeze(1)
-            zs = z[sel]
-            _, lik = self.z_priors[q](zs, training=True)
-            z_bits = z_bits.index_put((sel,), -torch.log2(lik).flatten(1).sum(1))
-            m = self.z_medians(q)[None, :, None, None]
-            z_hat[sel] = zs + (torch.round(zs - m) + m - zs).detach()
+        z_hat, z_bits = factorized_train(self.z_priors, self.h_a(y) * self.z_gain(qi), qi)
         mean_q, log_scale_q = self.params(z_hat / self.z_gain(qi), log_gain, y.shape[-2:])
         y_q = y * log_gain.exp()
         noisy = y_q + torch.empty_like(y_q).uniform_(-0.5, 0.5)

@@ -23,7 +23,7 @@ with warnings.catch_warnings():
 
 from .anr import ANRDecoder
 from .encoder import STRIDE, HyperEncoder
-from .hyperprior import HyperPrior
+from .hyperprior import HyperPrior, factorized_train
 from .tokens import ConvTokenNetwork, TokenNetwork
 
 DEFAULT_LAMBDAS = (0.0018, 0.0035, 0.0067, 0.013, 0.025, 0.05, 0.1)
@@ -132,24 +132,14 @@ class AnrModel(nn.Module):
         while the decoder sees hard-rounded latents through a straight-through estimator,
         so training matches what the decoder receives at test time.
         """
-        if self.hyper is not None:
-            with torch.autocast(x.device.type, enabled=False):
-                y_hat, bits = self.hyper.forward_train(self.encoder(x).float(), qi, self.log_gain[qi][:, :, None, None])
-            return self.token_net(y_hat / self.gain(qi)), bits
-        y = self.encoder(x).float() * self.gain(qi)
-        bits = x.new_zeros(x.shape[0], dtype=torch.float32)
-        y_hat = torch.empty_like(y)
-        # The priors' likelihoods are differences of sigmoids: float32, never bfloat16.
+        y = self.encoder(x).float()
+        # Likelihoods (differences of sigmoids or erfcs) stay float32, never bfloat16.
         with torch.autocast(x.device.type, enabled=False):
-            for q in qi.unique().tolist():
-                sel = (qi == q).nonzero().squeeze(1)
-                ys = y[sel]
-                _, lik = self.priors[q](ys, training=True)
-                bits = bits.index_put((sel,), -torch.log2(lik).flatten(1).sum(1))
-                m = self.medians(q)[None, :, None, None]
-                y_hat[sel] = ys + (torch.round(ys - m) + m - ys).detach()
-        tokens = self.token_net(y_hat / self.gain(qi))
-        return tokens, bits
+            if self.hyper is not None:
+                y_hat, bits = self.hyper.forward_train(y, qi, self.log_gain[qi][:, :, None, None])
+            else:
+                y_hat, bits = factorized_train(self.priors, y * self.gain(qi), qi)
+        return self.token_net(y_hat / self.gain(qi)), bits
 
     def aux_loss(self) -> torch.Tensor:
         if self.hyper is not None:

@@ -128,16 +128,14 @@ class Codec:
         if max(h, w) > container.MAX_SIDE:
             raise AnrError(f"image side exceeds {container.MAX_SIDE} pixels")
         m = self.model
-        if steps and m.net.hyper is not None:
-            raise AnrError(f"model {m.name!r} has a hyperprior: encoder-side refinement is not available for it")
         with torch.inference_mode():
             y = tiling.analysis(m.net, rgb, q - 1, self.device)  # in tiles when big: bounded memory
-        if steps:
-            x = pad_to_multiple(tiling.pixels_tensor(rgb, self.device))
-            y = refine_latent(m.net, x, y, q - 1, w, h, steps)  # works on its own copy
+        x = pad_to_multiple(tiling.pixels_tensor(rgb, self.device)) if steps else None
         if m.net.hyper is not None:
-            payload, shape, crc = self._encode_hyper(m, q, y)
+            payload, shape, crc = self._encode_hyper(m, q, y, x, w, h, steps)
         else:
+            if steps:
+                y = refine_latent(m.net, x, y, q - 1, w, h, steps)  # works on its own copy
             med = m.net.medians(q - 1)[:, None, None]
             symbols = torch.round(y - med).clamp(-SYMBOL_LIMIT, SYMBOL_LIMIT).to(torch.int32).cpu().numpy()
             payload, shape, crc = m.coder(q).encode(symbols), tuple(symbols.shape), symbols_checksum(symbols)
@@ -146,15 +144,21 @@ class Codec:
         return AnrFile(header, payload, alpha_chunk).to_bytes()
 
     @staticmethod
-    @torch.inference_mode()
-    def _encode_hyper(m: LoadedModel, q: int, y: torch.Tensor) -> tuple[bytes, tuple, int]:
-        """Scaled latent (C, h, w) -> (payload, latent shape, CRC of z's and the latent's symbols)."""
+    def _encode_hyper(m: LoadedModel, q: int, y: torch.Tensor, x, w: int, h: int, steps: int):
+        """Scaled latent (C, h, w) -> (payload, latent shape, CRC of z's and the latent's
+        symbols). Refinement (x the padded image) moves the latent under the side
+        information of the unrefined one, so it optimises the means and scales coded."""
         hyper, qi = m.net.hyper, q - 1
-        z = hyper.h_a((y / m.net.gain(qi)[:, None, None])[None])[0] * hyper.z_gain(qi)[:, None, None]
-        z_sym = torch.round(z - hyper.z_medians(qi)[:, None, None]).clamp(-Z_LIMIT, Z_LIMIT)
+        with torch.inference_mode():
+            z = hyper.h_a((y / m.net.gain(qi)[:, None, None])[None])[0] * hyper.z_gain(qi)[:, None, None]
+            z_sym = torch.round(z - hyper.z_medians(qi)[:, None, None]).clamp(-Z_LIMIT, Z_LIMIT)
         z_sym = z_sym.to(torch.int32).cpu().numpy()
         coder = m.coder(q)
         means, idx = coder.means_and_indices(z_sym, tuple(y.shape[1:]))   # exact: what the decoder gets
+        if steps:
+            scales = torch.from_numpy(coder.scales[idx]).float()
+            y = refine_latent(m.net, x, y, qi, w, h, steps,
+                              gaussian=(means.to(y.device), scales.to(y.device)))
         symbols = torch.round(y.cpu() - means).clamp(-SYMBOL_LIMIT, SYMBOL_LIMIT).to(torch.int32).numpy()
         return coder.encode(z_sym, symbols, idx), tuple(symbols.shape), hyper_checksum(z_sym, symbols)
 

@@ -17,7 +17,7 @@ import torch
 from .entropy import (CORRUPT, COUNT_MARGIN, PRECISION, BoundedDecoding, SymbolCoder, _encode_escape,
                       decode_escapes)
 from .errors import AnrError
-from .fixedpoint import ExactParams
+from .fixedpoint import ACT_BITS, ExactParams
 
 
 def z_shape(latent_shape: tuple[int, int, int], z_channels: int) -> tuple[int, int, int]:
@@ -42,6 +42,9 @@ class HyperCoder(BoundedDecoding):
             self.models.append(constriction.stream.model.Categorical(row / float(1 << PRECISION), perfect=False))
             self.bits.append(-np.log2(np.minimum(row + COUNT_MARGIN, 1 << PRECISION) / float(1 << PRECISION)))
         self.min_bits_table = np.array([b.min() for b in self.bits])
+        # Each table's scale: table k < K-1 is the k-th threshold's, the last one step beyond.
+        t = np.exp(params.thresholds.numpy() / (1 << ACT_BITS))
+        self.scales = np.append(t, t[-1] * t[-1] / t[-2]).astype(np.float32)
         # Per latent position: its z share plus the cheapest symbol of any table per channel.
         self.min_bits_per_position = (z_coder.min_bits_per_position / 16
                                       + channels * float(self.min_bits_table.min()))

@@ -141,6 +141,27 @@ class AnrModel(nn.Module):
                 y_hat, bits = factorized_train(self.priors, y * self.gain(qi), qi)
         return self.token_net(y_hat / self.gain(qi)), bits
 
+    @torch.no_grad()
+    def estimate(self, x: torch.Tensor, qi: int):
+        """Test-time coding of x (B, 3, H, W) at quality index qi, without the range coder:
+        -> (dequantised scaled latent, symbols, estimated bits per sample from the priors'
+        likelihoods of the rounded values). For checkpoint comparisons during training."""
+        y = self.encoder(x).float()
+        g = self.gain(qi)[None, :, None, None]
+        if self.hyper is None:
+            med = self.medians(qi)[None, :, None, None]
+            sym = torch.round(y * g - med)
+            _, lik = self.priors[qi](sym + med, training=False)
+            return sym + med, sym, -torch.log2(lik).flatten(1).sum(1)
+        h = self.hyper
+        zg, zm = h.z_gain(qi)[None, :, None, None], h.z_medians(qi)[None, :, None, None]
+        z_hat = torch.round(h.h_a(y) * zg - zm) + zm
+        _, z_lik = h.z_priors[qi](z_hat, training=False)
+        mean, log_scale = h.params(z_hat / zg, self.log_gain[qi], y.shape[-2:])
+        sym = torch.round(y * g - mean)
+        lik = h.likelihood(sym + mean, mean, log_scale)
+        return sym + mean, sym, -(torch.log2(z_lik).flatten(1).sum(1) + torch.log2(lik).flatten(1).sum(1))
+
     def aux_loss(self) -> torch.Tensor:
         if self.hyper is not None:
             return self.hyper.aux_loss()

@@ -8,7 +8,9 @@ to the latent, through the real decoder (token network and ANR), as in Campos et
 are the same, so a refined file decodes anywhere.
 
 As in training, the decoder sees hard-rounded latents (straight-through) and the rate
-is the prior's likelihood under uniform noise. Each step renders a random quarter of
+is the prior's likelihood under uniform noise. For a hyperprior model the side
+information z stays what the unrefined latent gave, so each latent's mean and scale
+are fixed: the exact ones the file will be coded with. Each step renders a random quarter of
 the token cells, which keeps a step cheap and is unbiased for the MSE. Big images are
 refined in tiles of the latent grid with a margin (block coordinate descent in raster
 order), so memory stays bounded; a fixed seed keeps encoding deterministic.
@@ -40,11 +42,21 @@ def bits_map(prior, v: torch.Tensor) -> torch.Tensor:
     return -torch.log2(lik).reshape(v.shape)
 
 
+def gaussian_bits(v: torch.Tensor, mean: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """Bits of each value's unit bin under N(mean, scale), elementwise."""
+    d = (v - mean).abs()
+    c = -(2 ** -0.5)
+    lik = 0.5 * torch.erfc(c * (0.5 - d) / scale) - 0.5 * torch.erfc(c * (-0.5 - d) / scale)
+    return -torch.log2(lik.clamp_min(1e-9))
+
+
 def refine(net, x: torch.Tensor, y0: torch.Tensor, qi: int, width: int, height: int, steps: int,
-           lr: float | None = None, cell_fraction: float | None = None, seed: int = 0) -> torch.Tensor:
+           lr: float | None = None, cell_fraction: float | None = None, seed: int = 0,
+           gaussian: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
     """x (1, 3, 16h, 16w) the padded image in [0, 1]; y0 (C, h, w) its scaled latent for
-    quality index qi; width x height the real image inside the padding. Returns the
-    refined scaled latent (C, h, w), to be rounded around the prior's medians as usual."""
+    quality index qi; width x height the real image inside the padding; `gaussian`: a
+    hyperprior model's fixed (means, scales) (C, h, w). Returns the refined scaled latent
+    (C, h, w), to be rounded around the prior's medians (or the means) as usual."""
     lambdas = net.config.lambdas
     lr = LEARNING_RATE * (lambdas[qi] / max(lambdas)) ** 0.25 if lr is None else lr
     cell_fraction = CELL_FRACTION if cell_fraction is None else cell_fraction
@@ -57,13 +69,14 @@ def refine(net, x: torch.Tensor, y0: torch.Tensor, qi: int, width: int, height: 
     with torch.enable_grad():
         for a, b, c, d, a0, b0, c0, d0 in tiles(h, w, REFINE_TILE, margin):
             core = (slice(a - a0, b - a0), slice(c - c0, d - c0))
+            g = None if gaussian is None else tuple(t[:, a0:b0, c0:d0] for t in gaussian)
             y[:, a:b, c:d] = _refine_tile(net, x[:, :, 16 * a0:16 * b0, 16 * c0:16 * d0], y[:, a0:b0, c0:d0],
                                           core, qi, width - 16 * c0, height - 16 * a0, steps, lr,
-                                          cell_fraction, gen)[:, core[0], core[1]]
+                                          cell_fraction, gen, g)[:, core[0], core[1]]
     return y
 
 
-def _refine_tile(net, x, y_tile, core, qi, width, height, steps, lr, cell_fraction, gen):
+def _refine_tile(net, x, y_tile, core, qi, width, height, steps, lr, cell_fraction, gen, gaussian):
     """One tile: only the core latents move and only core pixels inside the image count.
     width/height: how far the real image reaches from the tile's top-left corner."""
     dev = x.device
@@ -88,8 +101,12 @@ def _refine_tile(net, x, y_tile, core, qi, width, height, steps, lr, cell_fracti
     core_pixels = float(real[cells].sum())
 
     lam = float(net.config.lambdas[qi])
-    med = net.medians(qi)[:, None, None]
-    prior = net.priors[qi]
+    if gaussian is None:
+        med, prior = net.medians(qi)[:, None, None], net.priors[qi]
+        rate = lambda v: bits_map(prior, v)  # noqa: E731
+    else:
+        med = gaussian[0]
+        rate = lambda v: gaussian_bits(v, *gaussian)  # noqa: E731
     y = y_tile.detach().clone().requires_grad_(True)
     opt = torch.optim.Adam([y], lr=lr)
     for step in range(steps):
@@ -101,7 +118,7 @@ def _refine_tile(net, x, y_tile, core, qi, width, height, steps, lr, cell_fracti
         weight = real[pick]
         mse = (((pred - target[pick]) ** 2) * weight).sum() / (3 * weight.sum())
         noise = (torch.rand(y.shape, generator=gen) - 0.5).to(dev)
-        bpp = (bits_map(prior, y + noise) * core_mask).sum() / core_pixels
+        bpp = (rate(y + noise) * core_mask).sum() / core_pixels
         loss = lam * 255 ** 2 * mse + bpp
         opt.zero_grad(set_to_none=False)
         loss.backward()

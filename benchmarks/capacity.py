@@ -48,18 +48,14 @@ def quantisation_table(net, x: torch.Tensor, unrounded: bool = True) -> list[dic
     rows = []
     with torch.no_grad():
         for qi in range(net.n_qualities):
-            y = net.analysis(x, qi)
-            med = net.medians(qi)[None, :, None, None]
-            sym = torch.round(y - med)
-            _, lik = net.priors[qi](sym + med, training=False)
+            y_hat, sym, bits = net.estimate(x, qi)
             render = lambda v: net.anr.render_grid(net.tokens(v, qi))  # noqa: E731
-            err = mse(render(sym + med), x)
-            rows.append({"quality": qi + 1,
-                         "bpp": float(-torch.log2(lik).sum()) / (x.shape[-1] * x.shape[-2]),
+            err = mse(render(y_hat), x)
+            rows.append({"quality": qi + 1, "bpp": float(bits.sum()) / (x.shape[-1] * x.shape[-2]),
                          "mse_rounded": err, "psnr_rounded": psnr_from_mse(err, 1.0),
                          "active_channels": int(((sym != 0).float().mean((0, 2, 3)) > 0.05).sum())})
             if unrounded:
-                rows[-1]["psnr_unrounded"] = psnr(render(y), x)
+                rows[-1]["psnr_unrounded"] = psnr(render(net.analysis(x, qi)), x)
     return rows
 
 

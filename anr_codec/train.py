@@ -122,6 +122,9 @@ def parse_args(argv=None):
     p.add_argument("--ckpt-every", type=int, default=500)
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
     p.add_argument("--device", default="auto")
+    p.add_argument("--bf16", action="store_true",
+                   help="bfloat16 autocast on a CPU too, as always on CUDA (coordinates, latent and "
+                        "entropy model stay float32): steps ~1.6x faster on CPUs with AVX-512 BF16")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the ANR renderer (~1 min to compile; its per-pixel attention "
                         "then runs ~2x faster on a CPU, as fused loops instead of broadcasts)")
@@ -260,7 +263,7 @@ def main(argv=None) -> None:
         loss_mod = nn.parallel.DistributedDataParallel(
             loss_mod, device_ids=[device.index] if device.type == "cuda" else None,
             find_unused_parameters=True)  # qualities absent from a batch leave priors unused
-    use_amp = device.type == "cuda"
+    use_amp = device.type == "cuda" or args.bf16
     if use_amp:
         torch.backends.cudnn.benchmark = True  # fixed crop sizes: autotuned convolutions pay off
     drops = [int(s) for s in args.lr_drops.split(",") if s.strip()]

@@ -29,7 +29,7 @@ from .hyperprior import scale_table
 from .images import centre_crop16
 from .model import AnrModel, ModelConfig
 from .tiling import pixels_tensor
-from .weights import save_model
+from .weights import HALF_MIN_NUMEL, save_model
 
 
 @torch.no_grad()
@@ -89,10 +89,17 @@ def add_context_tables(net: AnrModel, tables: list[dict], images: list[Path], cr
 
 
 def export(ckpt: Path, out: Path, name: str, notes: dict | None = None,
-           context_data: list[Path] | None = None, context_limit: int = 500) -> dict:
+           context_data: list[Path] | None = None, context_limit: int = 500, half: bool = False) -> dict:
     state = torch.load(ckpt, map_location="cpu", weights_only=True)
     net = AnrModel(ModelConfig.from_dict(state["config"]))
     net.load_state_dict(state["model"])
+    if half:
+        # Round the big weights to float16 first: the tables below (and the hyperprior's
+        # fixed-point weights, derived at load time) then come from the weights as stored.
+        with torch.no_grad():
+            for v in net.state_dict().values():
+                if v.dtype == torch.float32 and v.numel() >= HALF_MIN_NUMEL:
+                    v.copy_(v.half().float())
     net.eval()
     tables = tables_for(net)
     # Context tables adapt a factorized prior; a hyperprior already adapts every scale.
@@ -101,12 +108,13 @@ def export(ckpt: Path, out: Path, name: str, notes: dict | None = None,
         add_context_tables(net, tables, images)
     gaussian = gaussian_coding_tables() if net.hyper is not None else None
     out.parent.mkdir(parents=True, exist_ok=True)
-    digest = save_model(net, tables, out, name, state.get("step", 0), state.get("elapsed", 0.0), gaussian)
+    digest = save_model(net, tables, out, name, state.get("step", 0), state.get("elapsed", 0.0), gaussian, half)
     manifest = {"name": name, "sha256": digest.hex(), "file": out.name,
                 "qualities": len(tables), "lambdas": list(net.config.lambdas),
                 "training": {"steps": state.get("step"), "train_seconds": round(state.get("elapsed", 0)),
                              "exported_on": f"{platform.system()} {platform.machine()}"},
                 "parameters": sum(p.numel() for p in net.parameters()),
+                "weights": f"float16 (tensors of {HALF_MIN_NUMEL}+ values), float32 (the rest)" if half else "float32",
                 "entropy_coding": ("hyperprior (exact fixed-point scales, Gaussian tables)" if gaussian
                                    else f"context tables from {len(images)} images of "
                                    f"{', '.join(str(f) for f in context_data)}" if images else "factorized")}
@@ -127,9 +135,13 @@ def main(argv=None) -> None:
     p.add_argument("--context-data", type=Path, nargs="+",
                    help="training-image folders whose symbols build the context tables (never evaluation sets)")
     p.add_argument("--context-images", type=int, default=500, help="at most this many of those images (spread evenly)")
+    p.add_argument("--half", action="store_true",
+                   help="store the big weight tensors as float16 (half the file; what travels to a GPU "
+                        "machine must fit 64 MiB)")
     a = p.parse_args(argv)
     notes = {k: v for k, v in (("hardware", a.hardware), ("recipe", a.recipe)) if v}
-    print(json.dumps(export(a.checkpoint, a.output, a.name, notes, a.context_data, a.context_images), indent=2))
+    print(json.dumps(export(a.checkpoint, a.output, a.name, notes, a.context_data, a.context_images, a.half),
+                     indent=2))
 
 
 if __name__ == "__main__":

@@ -154,12 +154,25 @@ def load_model(name_or_path: str | Path | None = None, device: str | torch.devic
         return lm
 
 
+HALF_MIN_NUMEL = 4096   # weight tensors at least this big may be stored as float16
+
+
+def _stored(v: torch.Tensor, half: bool) -> torch.Tensor:
+    """float16 for big float32 weight tensors when `half` (the file halves; loading casts
+    back to float32, the decoded pixels move by far less than a grey level); small ones
+    (gains, quantiles, biases) stay float32."""
+    v = v.detach().cpu().contiguous()
+    if half and v.dtype == torch.float32 and v.numel() >= HALF_MIN_NUMEL:
+        return v.half()
+    return v
+
+
 def save_model(net: AnrModel, tables: list[dict], path: Path, name: str, step: int = 0,
-               elapsed: float = 0.0, gaussian: dict | None = None) -> bytes:
+               elapsed: float = 0.0, gaussian: dict | None = None, half: bool = False) -> bytes:
     """Write a model file; returns its SHA-256. `step`/`elapsed` let training resume from it."""
     blob = {"format": FORMAT_TAG, "name": name, "step": int(step), "elapsed": float(elapsed),
             "config": net.config.to_dict(),
-            "model": {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()},
+            "model": {k: _stored(v, half) for k, v in net.state_dict().items()},
             "tables": [{k: torch.from_numpy(np.asarray(v)) for k, v in t.items()} for t in tables]}
     if gaussian is not None:
         blob["gaussian"] = {k: torch.from_numpy(np.asarray(v)) for k, v in gaussian.items()}

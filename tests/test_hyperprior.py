@@ -139,6 +139,14 @@ def test_refinement_of_a_hyperprior_model_codes_and_helps(tmp_path):
     ckpt = tmp_path / "c.pt"
     torch.save({"config": net.config.to_dict(), "model": net.state_dict(), "step": 0}, ckpt)
     export(ckpt, tmp_path / "m.pt", "anr-hyper-test")
+    # float16 storage: half the bytes, float32 once loaded, nearly the same pixels
+    export(ckpt, tmp_path / "h.pt", "anr-hyper-half", half=True)
+    stored = torch.load(tmp_path / "h.pt", weights_only=True)["model"]
+    assert stored["token_net.up.2.0.weight"].dtype == torch.float16           # 4096+ values
+    assert stored["log_gain"].dtype == torch.float32                          # small ones stay
+    assert (tmp_path / "h.pt").stat().st_size < 0.85 * (tmp_path / "m.pt").stat().st_size
+    half = Codec(quality=6, model=tmp_path / "h.pt", device="cpu")
+    assert all(p.dtype == torch.float32 for p in half.model.net.parameters())
     codec = Codec(quality=6, model=tmp_path / "m.pt", device="cpu")
     assert codec.model.coder(6).scales.shape == (64,)
     img = smooth_image(64, 48, seed=5)
@@ -149,5 +157,7 @@ def test_refinement_of_a_hyperprior_model_codes_and_helps(tmp_path):
         return lam * 255 ** 2 * mse + 8 * len(data) / (64 * 48)
 
     plain, refined = codec.encode(img), codec.encode(img, refine=20)
+    diff = np.asarray(half.decode(half.encode(img))).astype(int) - np.asarray(codec.decode(plain)).astype(int)
+    assert np.abs(diff).mean() < 0.5
     assert np.asarray(codec.decode(refined)).shape == img.shape
     assert loss(refined) < loss(plain)

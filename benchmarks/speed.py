@@ -1,6 +1,6 @@
 """Speed, memory and cost of anr-codec beside compressai's bmshj2018-factorized, same run.
 
-    python benchmarks/speed.py [IMAGE] [--quality Q] [--threads 1,2] [--runs R] [--json OUT]
+    python benchmarks/speed.py [IMAGE] [--quality Q] [--threads 1,2] [--runs R] [--json OUT] [--model M]
 
 Times are medians over R runs with the model already loaded, for each torch thread
 count. Peak memory is the maximum resident set size of a fresh child process that loads
@@ -49,8 +49,8 @@ def macs(fn) -> float:
     return fc.get_total_flops() / 2
 
 
-def anr_figures(img, q: int, runs: int) -> dict:
-    codec = Codec(quality=q, device="cpu")
+def anr_figures(img, q: int, runs: int, model: str | None = None) -> dict:
+    codec = Codec(quality=q, device="cpu", model=model)
     data = codec.encode(img)
     f = parse(data)
     hd = f.header
@@ -90,7 +90,7 @@ import resource, sys, torch
 sys.path.insert(0, {root!r})
 torch.set_num_threads({threads})
 from anr_codec import Codec
-c = Codec(quality={q}, device='cpu')
+c = Codec(quality={q}, device='cpu', model={model!r})
 data = c.encode({image!r})
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 {op}
@@ -100,8 +100,8 @@ print(before / 1024, after / 1024)
 OPS = {"encode": "c.encode({image!r})", "decode_scale1": "c.decode(data)", "decode_scale4": "c.decode(data, scale=4)"}
 
 
-def peak_rss_mib(op: str, image: Path, q: int, threads: int) -> dict:
-    code = CHILD.format(root=str(ROOT), threads=threads, q=q, image=str(image),
+def peak_rss_mib(op: str, image: Path, q: int, threads: int, model: str | None = None) -> dict:
+    code = CHILD.format(root=str(ROOT), threads=threads, q=q, image=str(image), model=model,
                         op=OPS[op].format(image=str(image)))
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     before, after = map(float, out.stdout.split()[-2:])
@@ -115,16 +115,18 @@ def main():
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--model", help="model name or .pt file (default: the shipped default)")
     a = ap.parse_args()
     img = open_image(a.image)
     rgb = to_planes(img)[0]
-    q = a.quality or Codec(device="cpu").qualities()[-1] // 2 + 1
+    q = a.quality or Codec(device="cpu", model=a.model).qualities()[-1] // 2 + 1
     res = {"image": a.image.name, "size": f"{img.width}x{img.height}", "quality": q,
+           "model": Codec(device="cpu", model=a.model).model.name,
            "cpu": f"{torch.get_num_threads()} torch threads available", "by_threads": {}}
     for t in [int(v) for v in a.threads.split(",")]:
         torch.set_num_threads(t)
-        row = {"anr": anr_figures(img, q, a.runs), "bmshj2018_factorized": compressai_figures(rgb, a.runs)}
-        row["anr"]["memory"] = {op: peak_rss_mib(op, a.image, q, t) for op in OPS}
+        row = {"anr": anr_figures(img, q, a.runs, a.model), "bmshj2018_factorized": compressai_figures(rgb, a.runs)}
+        row["anr"]["memory"] = {op: peak_rss_mib(op, a.image, q, t, a.model) for op in OPS}
         an, cz = row["anr"], row["bmshj2018_factorized"]
         row["ratio_anr_over_compressai"] = {k: round(an[k] / cz[k], 2) for k in cz}
         res["by_threads"][str(t)] = row

@@ -161,3 +161,32 @@ def test_refinement_of_a_hyperprior_model_codes_and_helps(tmp_path):
     assert np.abs(diff).mean() < 0.5
     assert np.asarray(codec.decode(refined)).shape == img.shape
     assert loss(refined) < loss(plain)
+
+
+def test_hyper_coder_mutated_payloads_fail_cleanly(hyper):
+    """Flipped bits, cut and random payloads: either symbols come back or AnrError, never
+    another exception (the codec's CRC then catches symbols that differ)."""
+    params, _, g = exact_params(hyper)
+    coder = HyperCoder(SymbolCoder(factorized_tables(hyper.z_priors[1])), params, g["halves"], g["counts"], 24)
+    shape = (24, 6, 7)
+    rng = np.random.default_rng(4)
+    z = rng.integers(-2, 3, z_shape(shape, 16)).astype(np.int32)
+    _, idx = coder.means_and_indices(z, shape[1:])
+    y = np.round(rng.normal(0, 1 + idx, shape)).astype(np.int32)
+    payload = bytearray(coder.encode(z, y, idx))
+    outcomes = set()
+    for i in range(60):
+        bad = bytearray(payload)
+        if i % 3 == 0:
+            bad[rng.integers(len(bad))] ^= 1 << int(rng.integers(8))
+        elif i % 3 == 1:
+            bad = bad[: 4 * int(rng.integers(0, len(bad) // 4))]
+        else:
+            bad = bytearray(rng.integers(0, 256, len(bad), dtype=np.uint8).tobytes())
+        try:
+            z2, y2, _ = coder.decode(bytes(bad), shape)
+            outcomes.add("decoded")
+            assert y2.shape == shape and z2.shape == z.shape
+        except AnrError:
+            outcomes.add("refused")
+    assert "refused" in outcomes

@@ -32,7 +32,8 @@ def rd_loss(codec, src: np.ndarray, data: bytes) -> float:
 def test_render_cells_matches_render_grid(codec):
     anr = codec.model.net.anr
     tok = torch.randn(1, anr.token_dim, 5, 7)
-    full = anr.render_grid(tok).view(1, 3, 5, 4, 7, 4).permute(0, 2, 4, 3, 5, 1).reshape(1, 35, 16, 3)
+    st = anr.stride
+    full = anr.render_grid(tok).view(1, 3, 5, st, 7, st).permute(0, 2, 4, 3, 5, 1).reshape(1, 35, st * st, 3)
     cells = torch.tensor([0, 6, 17, 34, 12])  # corners, edges and inside
     torch.testing.assert_close(anr.render_cells(tok, cells), full[:, cells])
 
@@ -80,3 +81,13 @@ def test_cli_refine_option(tmp_path, photo):
     assert run(cli, ["encode", str(src), "--refine", "-1", "-f"]).exit_code == 2
     option = next(o for o in cli.commands["encode"].params if o.name == "refine")
     assert option.type.max == MAX_REFINE  # the CLI's bound is the library's
+
+
+def test_render_cells_matches_render_grid_at_stride_2():
+    from anr_codec.anr import ANRDecoder
+    torch.manual_seed(3)
+    anr = ANRDecoder(token_dim=32, hidden=48, stride=2).eval()
+    tok = torch.randn(2, 32, 4, 6)
+    full = anr.render_grid(tok).view(2, 3, 4, 2, 6, 2).permute(0, 2, 4, 3, 5, 1).reshape(2, 24, 4, 3)
+    cells = torch.tensor([0, 5, 11, 23])
+    torch.testing.assert_close(anr.render_cells(tok, cells), full[:, cells])

@@ -1,11 +1,10 @@
 #!/usr/bin/env bash
 # Prepare what a GPU training run on the `device` machine needs, inside the repo (ignored):
 #   .whl/          cp312 wheels of the packages that machine lacks
-#   .device-data/  the training images, compact enough to travel (< 64 MiB with the rest):
-#                  BSDS500 JPEGs byte-for-byte, the Wikipedia PNGs as JPEG quality 85 (4:4:4);
-#                  q85 keeps a first call at ~57 MiB (the repo itself is ~15 MB with the
-#                  13 MB model). A second call carrying .device-run (~11 MB since the token
-#                  network grew) goes over 64 MiB: move .device-data/wiki aside for it.
+#   .device-data/  the training images that fit beside the rest (< 64 MiB travel in all):
+#                  BSDS500 JPEGs byte-for-byte, then the Wikipedia PNGs as JPEG quality 85
+#                  (4:4:4), up to BUDGET_MIB. A second call carrying .device-run needs room:
+#                  rm -r .device-data and run this again after copying .device-run in.
 # Usage (repo root): bash scripts/prepare_device.sh [../shared/data/train]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,19 +18,36 @@ if [ ! -d .whl ]; then
       --platform manylinux2014_x86_64 -d .whl "$@"; }
   pip_dl compressai==1.2.8 constriction pytorch-msssim
 fi
+# The training images go in until what travels reaches BUDGET_MIB (default 62 of the 64):
+# BSDS500 JPEGs byte-for-byte first, then the Wikipedia PNGs as JPEG q85 (4:4:4), each
+# in a fixed order, so a bigger repo (two shipped models) simply carries fewer images.
 if [ ! -d .device-data/bsds ]; then
-  mkdir -p .device-data/bsds
-  cp "$SRC"/bsds500/train/*.jpg "$SRC"/bsds500/test/*.jpg .device-data/bsds/ 2>/dev/null || \
-    find "$SRC" -name '*.jpg' -exec cp {} .device-data/bsds/ \;
-fi
-if [ ! -d .device-data/wiki ]; then
-  mkdir -p .device-data/wiki
-  python3 - "$SRC" <<'PY'
-import sys
+  mkdir -p .device-data
+  python3 - "$SRC" "${BUDGET_MIB:-62}" <<'PY'
+import io, os, subprocess, sys
 from pathlib import Path
 from PIL import Image
-for p in sorted(Path(sys.argv[1]).rglob("*.png")):
-    Image.open(p).convert("RGB").save(Path(".device-data/wiki") / (p.stem + ".jpg"), quality=85, subsampling=0)
+src, budget = Path(sys.argv[1]), int(sys.argv[2]) << 20
+tracked = subprocess.run(["git", "ls-files", "-z"], capture_output=True, check=True).stdout.split(b"\0")
+used = sum(os.path.getsize(p) for p in tracked if p and os.path.isfile(p))
+used += sum(p.stat().st_size for d in (".whl", ".device-run") if Path(d).is_dir() for p in Path(d).rglob("*") if p.is_file())
+def add(name, data):
+    global used
+    if used + len(data) > budget:
+        return False
+    out = Path(".device-data") / name
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(data)
+    used += len(data)
+    return True
+n = 0
+for p in sorted(src.glob("bsds500/*/*.jpg")):
+    n += add(f"bsds/{p.name}", p.read_bytes())
+for p in sorted(src.rglob("*.png")):
+    buf = io.BytesIO()
+    Image.open(p).convert("RGB").save(buf, "JPEG", quality=85, subsampling=0)
+    n += add(f"wiki/{p.stem}.jpg", buf.getvalue())
+print(f"{n} training images, {used / 2**20:.1f} MiB travels")
 PY
 fi
 du -sh .whl .device-data

@@ -28,32 +28,34 @@ from .tokens import ConvTokenNetwork, TokenNetwork
 
 DEFAULT_LAMBDAS = (0.0018, 0.0035, 0.0067, 0.013, 0.025, 0.05, 0.1)
 
-# The conv-token design (anr-v2): GDN transforms around the transformer blocks, data tokens
-# at stride 2. `python -m anr_codec.train --config conv` starts one.
-CONV_TOKENS = {"stem": "gdn", "synthesis": "gdn", "latent_channels": 192, "dec_depth": 1,
-               "mlp_hidden": 64, "max_freq": 16.0, "prior": "hyper"}
+# anr-v1's design: the defaults' differences. (`--config v1` in training.)
+V1_DESIGN = {"latent_channels": 128, "stem": "light", "synthesis": "shuffle", "prior": "factorized",
+             "dec_depth": 2, "mlp_hidden": 128, "max_freq": 32.0}
+# Fields added after anr-v1 shipped: a model file without them is of the v1 design.
+LEGACY_DEFAULTS = {"stem": "light", "synthesis": "shuffle", "prior": "factorized"}
 
 
 @dataclass
 class ModelConfig:
-    latent_channels: int = 128
+    """Defaults: the conv-token design with a hyperprior (anr-v2)."""
+    latent_channels: int = 192
     enc_width: int = 192
     enc_depth: int = 2
-    stem: str = "light"        # encoder stem: "light" (anr-v1) or "gdn" (encoder.gdn_stem)
+    stem: str = "gdn"          # encoder stem: "gdn" (encoder.gdn_stem) or "light" (anr-v1)
     stem_channels: int = 128   # width of the gdn stem
-    synthesis: str = "shuffle"  # token network: "shuffle" (anr-v1, stride 4) or "gdn" (stride 2)
+    synthesis: str = "gdn"     # token network: "gdn" (stride 2) or "shuffle" (anr-v1, stride 4)
     synth_channels: int = 128  # width of the gdn token network
-    prior: str = "factorized"  # entropy model of the latent: "factorized" or "hyper" (hyperprior.py)
+    prior: str = "hyper"       # entropy model of the latent: "hyper" (hyperprior.py) or "factorized"
     hyper_channels: int = 128  # channels of the hyperprior's side information z
     dec_width: int = 192
-    dec_depth: int = 2
+    dec_depth: int = 1
     token_dim: int = 64
-    token_res8: int = 0     # residual conv blocks in the token network at stride 8
+    token_res8: int = 0     # anr-v1: residual conv blocks in the token network at stride 8
     token_res4: int = 0     # ... and at stride 4 (data-token resolution)
-    mlp_hidden: int = 128
+    mlp_hidden: int = 64
     heads: int = 4
     n_freqs: int = 6
-    max_freq: float = 32.0
+    max_freq: float = 16.0
     threshold: float = 0.01
     lambdas: tuple = field(default_factory=lambda: DEFAULT_LAMBDAS)
 
@@ -64,10 +66,15 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "ModelConfig":
-        known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
+        known = {**LEGACY_DEFAULTS, **{k: v for k, v in d.items() if k in cls.__dataclass_fields__}}
         if "lambdas" in known:
             known["lambdas"] = tuple(float(x) for x in known["lambdas"])
         return cls(**known)
+
+
+# The conv-token design's values of those fields (`--config conv`: explicit, whatever the
+# defaults become).
+CONV_TOKENS = {k: getattr(ModelConfig(), k) for k in V1_DESIGN}
 
 
 class AnrModel(nn.Module):

@@ -29,7 +29,7 @@ import torch.distributed as dist
 from torch import nn
 
 from .data import CropSampler, build_cache, cache_exists, downscale
-from .model import CONV_TOKENS, AnrModel, ModelConfig
+from .model import CONV_TOKENS, V1_DESIGN, AnrModel, ModelConfig
 
 
 class RDLoss(nn.Module):
@@ -129,8 +129,8 @@ def parse_args(argv=None):
                    help="torch.compile the ANR renderer (~1 min to compile; its per-pixel attention "
                         "then runs ~2x faster on a CPU, as fused loops instead of broadcasts)")
     p.add_argument("--config", default="", help="model options for a new run, e.g. "
-                   "'token_dim=32,mlp_hidden=64' (ModelConfig fields; ignored when resuming); 'conv' "
-                   "selects the conv-token design (anr-v2), e.g. 'conv,mlp_hidden=96'")
+                   "'token_dim=32,mlp_hidden=96' (ModelConfig fields; ignored when resuming); 'v1' "
+                   "selects anr-v1's design, 'conv' anr-v2's (the default), e.g. 'v1,token_res8=3'")
     args = p.parse_args(argv)
     if args.steps is None:
         # A time budget alone decides: a fixed default count would stop at once when the
@@ -141,12 +141,13 @@ def parse_args(argv=None):
 
 def parse_config(text: str) -> dict:
     """'a=1,b=0.5' -> {'a': 1, 'b': 0.5}, typed by the ModelConfig field's default; the
-    word 'conv' stands for the conv-token design's fields (model.CONV_TOKENS)."""
+    words 'conv' and 'v1' stand for the conv-token design's (anr-v2, the default) and
+    anr-v1's fields (model.CONV_TOKENS, model.V1_DESIGN)."""
     defaults = ModelConfig().to_dict()
     out = {}
     for item in filter(None, (t.strip() for t in text.split(","))):
-        if item == "conv":
-            out.update(CONV_TOKENS)
+        if item in ("conv", "v1"):
+            out.update(CONV_TOKENS if item == "conv" else V1_DESIGN)
             continue
         key, _, value = item.partition("=")
         if key not in defaults or isinstance(defaults[key], list):

@@ -36,7 +36,7 @@ def test_report_on_a_small_image(tmp_path, capsys):
 def test_compare_checkpoints_reports_each_checkpoint(tmp_path, capsys):
     """benchmarks/compare_checkpoints.py on a tiny stand-in for the training folder."""
     import compare_checkpoints
-    from anr_codec.model import AnrModel
+    from anr_codec.model import V1_DESIGN, AnrModel, ModelConfig
 
     rng = np.random.default_rng(1)
     for sub, name in (("wikipedia", "a.png"), ("bsds500/test", "b.jpg")):
@@ -44,7 +44,8 @@ def test_compare_checkpoints_reports_each_checkpoint(tmp_path, capsys):
         Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(tmp_path / sub / name)
     torch.manual_seed(0)
     ckpt = tmp_path / "m.pt"
-    torch.save({"config": AnrModel().config.to_dict(), "model": AnrModel().state_dict(), "step": 7}, ckpt)
+    net = AnrModel(ModelConfig(**V1_DESIGN))
+    torch.save({"config": net.config.to_dict(), "model": net.state_dict(), "step": 7}, ckpt)
     compare_checkpoints.main([str(ckpt), "--data", str(tmp_path), "--size", "32x32"])
     out = capsys.readouterr().out
     assert "2 crops of 32x32" in out and "(step 7)" in out

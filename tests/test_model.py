@@ -4,7 +4,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from anr_codec.anr import ANRDecoder
-from anr_codec.model import AnrModel
+from anr_codec.model import V1_DESIGN, AnrModel, ModelConfig
 
 
 def test_grid_and_point_paths_compute_the_same_function():
@@ -28,8 +28,12 @@ def test_grid_and_point_paths_compute_the_same_function():
         assert (d.render_grid(tok, 1, jitter=True) - exact).abs().max() < 1e-5
 
 
+def v1():
+    return ModelConfig(**V1_DESIGN)
+
+
 def test_training_forward_backward_runs():
-    m = AnrModel()
+    m = AnrModel(v1())
     x = torch.rand(2, 3, 32, 48)
     tokens, bits = m.forward_train(x, torch.tensor([0, 3]))
     out = m.anr.render_grid(tokens, 1, jitter=True)
@@ -42,7 +46,7 @@ def test_training_forward_backward_runs():
 def test_decoder_cost_per_pixel_is_within_budget(grown):
     """Decoder MACs per output pixel at scale 1 (token network + ANR): at most 60,000,
     also with the residual blocks a grown token network adds (measured: 33.3k / 58.1k)."""
-    m = AnrModel(grown_config() if grown else None).eval()
+    m = AnrModel(grown_config() if grown else v1()).eval()
     c = m.config.latent_channels
     y = torch.zeros(1, c, 8, 12)
     with torch.no_grad(), FlopCounterMode(display=False) as fc:
@@ -52,15 +56,14 @@ def test_decoder_cost_per_pixel_is_within_budget(grown):
 
 
 def grown_config(**kw):
-    from anr_codec.model import ModelConfig
-    return ModelConfig(token_res8=3, token_res4=1, **kw)  # as shipped
+    return ModelConfig(**{**V1_DESIGN, "token_res8": 3, "token_res4": 1, **kw})  # as anr-v1 shipped
 
 
 def test_growing_the_token_network_keeps_the_function():
     """Residual blocks added to a trained token network start as the identity, so training
     can continue from the smaller model's weights."""
     torch.manual_seed(0)
-    small = AnrModel().eval()
+    small = AnrModel(v1()).eval()
     big = AnrModel(grown_config()).eval()
     result = big.load_state_dict(small.state_dict(), strict=False)
     assert result.unexpected_keys == [] and all(".res" in k for k in result.missing_keys)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from anr_codec.model import AnrModel, ModelConfig
+from anr_codec.model import V1_DESIGN, AnrModel, ModelConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 import revive_channels  # noqa: E402
@@ -16,8 +16,8 @@ DEAD = [1, 4, 6]
 
 def _model_with_dead_channels():
     torch.manual_seed(0)
-    net = AnrModel(ModelConfig(latent_channels=8, enc_width=32, dec_width=32, token_dim=16,
-                               mlp_hidden=16, lambdas=(0.01, 0.1))).eval()
+    net = AnrModel(ModelConfig(**{**V1_DESIGN, "latent_channels": 8, "enc_width": 32, "dec_width": 32,
+                                  "token_dim": 16, "mlp_hidden": 16, "lambdas": (0.01, 0.1)})).eval()
     with torch.no_grad():
         net.log_gain.fill_(2.0)  # live channels spread over several quantiser steps
         head = net.encoder.head[1]

@@ -27,6 +27,10 @@ def data_dir(tmp_path):
     return d
 
 
+# A small model of the default design: tests of the training machinery need no capacity.
+TINY = "enc_width=32,dec_width=32,stem_channels=16,synth_channels=16,token_dim=16,hyper_channels=16,latent_channels=16"
+
+
 def _args(data_dir, tmp_path, steps, *extra):
     return ["--data", str(data_dir), "--cache", str(tmp_path / "cache"), "--out", str(tmp_path / "run"),
             "--steps", str(steps), "--batch", "2", "--crop", "32", "--sr-points", "64",
@@ -85,7 +89,7 @@ def test_export_with_context_data_codes_through_contexts(data_dir, tmp_path):
     from anr_codec import Codec
     from anr_codec.context import CONTEXTS, WIDTH, ContextCoder
     from anr_codec.export import export
-    train.main(_args(data_dir, tmp_path, 1))
+    train.main(_args(data_dir, tmp_path, 1, "--config", "v1"))   # context tables: a factorized design
     out = tmp_path / "m.pt"
     manifest = export(tmp_path / "run" / "last.pt", out, "anr-test", context_data=[data_dir])
     assert manifest["entropy_coding"].startswith("context tables from 3 images")
@@ -104,7 +108,7 @@ def test_distributed_training_with_gloo(data_dir, tmp_path):
         s.bind(("127.0.0.1", 0))
         port = str(s.getsockname()[1])
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", port,
-           "-m", "anr_codec.train", *_args(data_dir, tmp_path, 2, "--threads", "1")]
+           "-m", "anr_codec.train", *_args(data_dir, tmp_path, 2, "--threads", "1", "--config", TINY)]
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     assert torch.load(tmp_path / "run" / "last.pt", weights_only=True)["step"] == 2
@@ -197,11 +201,11 @@ def test_lr_warms_up_again_when_adam_restarts_on_trained_weights():
 
 
 def test_conv_design_trains_exports_and_codes_end_to_end(data_dir, tmp_path):
-    """`--config conv` (anr-v2's design): train, export with context tables, then encode
+    """The default design (anr-v2's): train, export (context data is ignored), then encode
     and decode through the Codec at the coded size and at a non-integer scale."""
     from anr_codec import Codec
     from anr_codec.export import export
-    train.main(_args(data_dir, tmp_path, 1, "--config", "conv,enc_width=64,dec_width=64,stem_channels=32,"
+    train.main(_args(data_dir, tmp_path, 1, "--config", "enc_width=64,dec_width=64,stem_channels=32,"
                                                         "synth_channels=32,token_dim=32"))
     out = tmp_path / "m.pt"
     export(tmp_path / "run" / "last.pt", out, "anr-conv-test", context_data=[data_dir])

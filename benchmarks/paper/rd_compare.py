@@ -72,7 +72,7 @@ from anr_codec.data import CropSampler, build_cache, cache_exists  # noqa: E402
 from anr_codec.evaluate import _finite, list_images, load_rgb, read_reference  # noqa: E402
 from anr_codec.export import tables_for  # noqa: E402
 from anr_codec.images import to_planes  # noqa: E402
-from anr_codec.model import AnrModel, ModelConfig  # noqa: E402
+from anr_codec.model import V1_DESIGN, AnrModel, ModelConfig  # noqa: E402
 from anr_codec import tiling  # noqa: E402
 from anr_codec import train  # noqa: E402
 from anr_codec.train import RDLoss, save_atomic  # noqa: E402
@@ -101,7 +101,10 @@ PUBLISHED_CODEC = "compressai-bmshj2018-factorized_mse_cuda"
 def parse_config(text: str, lambdas) -> ModelConfig:
     """'key=value,key=value' over ModelConfig's defaults; lambdas are always the compared ones."""
     fields = train.parse_config(text)  # the same option syntax as the training command's --config
-    return ModelConfig.from_dict({**ModelConfig(lambdas=tuple(lambdas)).to_dict(), **fields})
+    # anr-v1's design by default: the recorded study (docs/paper-study-rd.md) is of it;
+    # '--anr-config conv' runs the conv-token design.
+    base = ModelConfig(**{**V1_DESIGN, "lambdas": tuple(lambdas)})
+    return ModelConfig.from_dict({**base.to_dict(), **fields})
 
 
 class AnrArm:

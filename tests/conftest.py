@@ -1,5 +1,6 @@
 import contextlib
 import tracemalloc
+from importlib import resources
 
 import numpy as np
 import pytest
@@ -43,3 +44,11 @@ def allocates_under(max_bytes: int):
     finally:
         tracemalloc.stop()
     assert peak < max_bytes, f"refusing it allocated {peak} bytes"
+
+
+@pytest.fixture(scope="session")
+def photo():
+    """A natural 128x96 crop of the bundled sample (a photo, where noise would not do:
+    refinement has nothing to gain on noise, and a trained model's quality shows on it)."""
+    path = resources.files("anr_codec.samples") / "kodim23.png"
+    return np.asarray(Image.open(path).convert("RGB"))[200:296, 300:428]

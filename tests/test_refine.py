@@ -1,7 +1,5 @@
 """Encoder-side latent refinement: same decoder, better rate-distortion, bounded by tiles."""
 
-from importlib import resources
-
 import numpy as np
 import pytest
 import torch
@@ -11,13 +9,6 @@ from PIL import Image
 from anr_codec import AnrError, Codec, refine
 from anr_codec.codec import MAX_REFINE
 from anrc.main import cli
-
-
-@pytest.fixture(scope="module")
-def photo():
-    """A natural 128x96 crop of the bundled sample (refinement has nothing to gain on noise)."""
-    path = resources.files("anr_codec.samples") / "kodim23.png"
-    return np.asarray(Image.open(path).convert("RGB"))[200:296, 300:428]
 
 
 def rd_loss(codec, src: np.ndarray, data: bytes) -> float:

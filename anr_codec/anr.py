@@ -33,7 +33,7 @@ _OFFSETS = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
 class ANRDecoder(nn.Module):
     def __init__(self, token_dim: int = 64, heads: int = 4, hidden: int = 128,
                  n_freqs: int = 6, max_freq: float = 32.0, threshold: float = 0.01,
-                 jitter_sigma: float = 0.3, stride: int = 4):
+                 jitter_sigma: float = 0.3, stride: int = 4, offset_values: bool = False):
         super().__init__()
         self.stride = stride
         self.token_dim, self.heads = token_dim, heads
@@ -44,6 +44,13 @@ class ANRDecoder(nn.Module):
         self.to_q = nn.Linear(feat_dim, token_dim)
         self.to_kv = nn.Conv2d(token_dim, 2 * token_dim, 1)
         self.offset_embed = nn.Parameter(torch.zeros(9, token_dim))
+        # Per-neighbour corrections to the value projection (value of neighbour n: (V + D_n) t).
+        # With one shared V the attended feature mixes the 9 tokens by scalar weights only, and
+        # trained weights settle near the distance prior: a fixed blur the token network must
+        # undo. Separate maps per neighbour make the layer as expressive as a transposed conv
+        # while weights still vary continuously with the query. Zero-initialised, so a model
+        # grown with them computes the same function until training moves them.
+        self.value_delta = nn.Parameter(torch.zeros(9, token_dim, token_dim)) if offset_values else None
         # Locality prior: logit penalty proportional to squared distance, per head.
         self.dist_scale = nn.Parameter(torch.full((heads,), 1.0))
         self.mlp = nn.Sequential(
@@ -54,6 +61,13 @@ class ANRDecoder(nn.Module):
         self.register_buffer("offsets", torch.tensor(_OFFSETS, dtype=torch.float32)[:, [1, 0]], persistent=False)
 
     # -- shared core ---------------------------------------------------------------
+    def _neighbour_values(self, values: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """values (..., 9, D) from the shared projection, tokens (..., 9, D) the raw neighbours:
+        add each neighbour's own correction D_n t_n."""
+        if self.value_delta is None:
+            return values
+        return values + torch.einsum("...ni,noi->...no", tokens, self.value_delta.to(tokens.dtype))
+
     def _features(self, u: torch.Tensor, log_fp: torch.Tensor) -> torch.Tensor:
         """u: (..., 2) position in cell units relative to the home cell centre (x, y)."""
         f = fourier_features(u, self.n_freqs, self.max_freq)
@@ -61,6 +75,14 @@ class ANRDecoder(nn.Module):
 
     def _attend(self, feat, u, keys, values, valid):
         """feat (..., F), u (..., 2); keys/values (..., 9, D) broadcastable; valid (..., 9) or None."""
+        nh, dh = self.heads, self.token_dim // self.heads
+        w = self._weights(feat, u, keys, valid)
+        v = values.unflatten(-1, (nh, dh))
+        a = torch.einsum("...hn,...nhd->...hd", w, v).flatten(-2)
+        return self.mlp(torch.cat([a, feat], dim=-1)) + 0.5
+
+    def _weights(self, feat, u, keys, valid):
+        """Attention weights (..., H, 9) of queries over their 9 neighbour tokens."""
         nh, dh = self.heads, self.token_dim // self.heads
         q = self.to_q(feat).unflatten(-1, (nh, dh))                      # (..., H, dh)
         k = (keys + self.offset_embed).unflatten(-1, (nh, dh))           # (..., 9, H, dh)
@@ -76,9 +98,7 @@ class ANRDecoder(nn.Module):
             # weight is always >= 1/9 > threshold, so the sum stays positive).
             w = w * (w >= self.threshold)
             w = w / w.sum(-1, keepdim=True)
-        v = values.unflatten(-1, (nh, dh))
-        a = torch.einsum("...hn,...nhd->...hd", w, v).flatten(-2)
-        return self.mlp(torch.cat([a, feat], dim=-1)) + 0.5
+        return w
 
     def _jitter(self, u: torch.Tensor, fp_cells: torch.Tensor) -> torch.Tensor:
         """Variational coordinates: Gaussian jitter inside the pixel footprint, clipped."""
@@ -110,6 +130,7 @@ class ANRDecoder(nn.Module):
         # The learned offset embeddings only ever meet the queries: fold them into the bias.
         bias = bias + torch.einsum("bohd,nhd->bohn", q, self.offset_embed.view(9, nh, dh))
         kv = F.pad(self.to_kv(tokens), (1, 1, 1, 1))
+        tok = F.pad(tokens, (1, 1, 1, 1)) if self.value_delta is not None else None
         inside = F.unfold(tokens.new_ones(1, 1, h, w), 3, padding=1).view(9, h, w) > 0.5
         rows = max(1, (cells_per_chunk or h * w) // w)
         first = self.mlp[0]
@@ -118,11 +139,13 @@ class ANRDecoder(nn.Module):
         for r0 in range(0, h, rows):
             r1 = min(h, r0 + rows)
             out[:, :, r0 * n:r1 * n] = self._render_rows(kv[:, :, r0:r1 + 2], inside[:, r0:r1], q, bias,
-                                                         feat_part, w_tok, n)
+                                                         feat_part, w_tok, n,
+                                                         None if tok is None else tok[:, :, r0:r1 + 2])
         return out
 
-    def _render_rows(self, kv, valid, q, bias, feat_part, w_tok, n):
-        """Rows of cells: kv (B, 2D, hc+2, w+2) zero-padded; valid (9, hc, w) -> (B, 3, hc*n, w*n)."""
+    def _render_rows(self, kv, valid, q, bias, feat_part, w_tok, n, tok=None):
+        """Rows of cells: kv (B, 2D, hc+2, w+2) zero-padded; valid (9, hc, w); tok the zero-padded
+        tokens of those rows when there are per-neighbour values -> (B, 3, hc*n, w*n)."""
         b, _, hp, wp = kv.shape
         hc, w = hp - 2, wp - 2
         d = self.token_dim
@@ -140,7 +163,11 @@ class ANRDecoder(nn.Module):
             wt = wt / wt.sum(3, keepdim=True)
         a = None
         for i, (dy, dx) in enumerate((dy, dx) for dy in range(3) for dx in range(3)):
-            term = wt[:, :, :, i, None] * v[:, None, :, :, dy:dy + hc, dx:dx + w]  # (B, O, H, dh, hc, w)
+            vi = v[:, :, :, dy:dy + hc, dx:dx + w]
+            if tok is not None:
+                delta = self.value_delta[i].to(tok.dtype)[:, :, None, None]
+                vi = vi + F.conv2d(tok[:, :, dy:dy + hc, dx:dx + w], delta).view(b, nh, dh, hc, w)
+            term = wt[:, :, :, i, None] * vi[:, None]  # (B, O, H, dh, hc, w)
             a = term if a is None else a + term
         hid = F.conv2d(a.reshape(b * o, d, hc, w), w_tok).view(b, o, -1, hc, w)
         hid = torch.relu(hid + feat_part.expand(b, -1, -1)[..., None, None]).flatten(0, 1)
@@ -159,7 +186,11 @@ class ANRDecoder(nn.Module):
         kv = kv.permute(0, 3, 2, 1)                                          # (B, N, 9, 2D)
         inside = F.unfold(tokens.new_ones(1, 1, h, w), 3, padding=1)[0][:, cells].T > 0.5
         shared = self._shared_queries(*_cell_offsets(self.stride, 1, tokens.device))
-        return self._attend_shared(shared, kv[..., :d], kv[..., d:], inside)
+        values = kv[..., d:]
+        if self.value_delta is not None:
+            tn = F.unfold(tokens, 3, padding=1).view(b, d, 9, h * w)[..., cells].permute(0, 3, 2, 1)
+            values = self._neighbour_values(values, tn)
+        return self._attend_shared(shared, kv[..., :d], values, inside)
 
     def _shared_queries(self, u0: torch.Tensor, log_fp: torch.Tensor):
         """Everything that depends only on the in-cell offset, computed once for all cells.
@@ -198,6 +229,19 @@ class ANRDecoder(nn.Module):
                       jitter: bool = False) -> torch.Tensor:
         """tokens (B, D, h, w); xy (B, N, 2) query points in input pixels; footprint (2,) pixel
         size of a query in input pixels (x, y). Returns (B, N, 3)."""
+        feat, u, keys, values, valid = self._gather(tokens, xy, footprint, jitter)
+        return self._attend(feat, u, keys, values, valid)
+
+    def attention_weights(self, tokens: torch.Tensor, xy: torch.Tensor, footprint: torch.Tensor) -> torch.Tensor:
+        """What `render_points` attends with: (B, N, heads, 9), neighbours in `_OFFSETS` order.
+        For diagnosis (benchmarks/capacity.py): weights that hardly vary between queries mean
+        the layer has settled into a fixed blur of the tokens."""
+        feat, u, keys, _, valid = self._gather(tokens, xy, footprint, False)
+        return self._weights(feat, u, keys, valid)
+
+    def _gather(self, tokens, xy, footprint, jitter):
+        """Per query: its features, in-cell position u, its 9 neighbours' keys and values, and
+        which of them lie inside the grid."""
         b, d, h, w = tokens.shape
         kv = self.to_kv(tokens).flatten(2).transpose(1, 2)  # (B, L, 2D)
         pos = xy / self.stride
@@ -209,9 +253,12 @@ class ANRDecoder(nn.Module):
         valid = (nb[..., 0] >= 0) & (nb[..., 0] < w) & (nb[..., 1] >= 0) & (nb[..., 1] < h)
         idx = (nb[..., 1].clamp(0, h - 1) * w + nb[..., 0].clamp(0, w - 1)).flatten(1)  # (B, N*9)
         kvn = torch.gather(kv, 1, idx.unsqueeze(-1).expand(-1, -1, 2 * d)).view(b, -1, 9, 2 * d)
-        log_fp = footprint.float().log2()
-        feat = self._features(u, log_fp)
-        return self._attend(feat, u, kvn[..., :d], kvn[..., d:], valid)
+        values = kvn[..., d:]
+        if self.value_delta is not None:
+            tn = torch.gather(tokens.flatten(2).transpose(1, 2), 1, idx.unsqueeze(-1).expand(-1, -1, d))
+            values = self._neighbour_values(values, tn.view(b, -1, 9, d))
+        feat = self._features(u, footprint.float().log2())
+        return feat, u, kvn[..., :d], values, valid
 
 
 def _cell_offsets(stride: int, scale: int, device) -> tuple[torch.Tensor, torch.Tensor]:

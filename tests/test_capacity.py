@@ -31,6 +31,27 @@ def test_report_on_a_small_image(tmp_path, capsys):
     assert "(48x32)" in out
     assert out.count(" of 128") >= 7          # one row per quality
     assert "latent fit" in out and "token fit" in out
+    assert "attention (quality 7): home" in out
+
+
+def test_attention_profile_accounts_for_all_the_weight():
+    """Home + 4 edges + 4 corners hold each query's whole attention; a decoder whose
+    weights ignore content and position has no spread between pixels."""
+    from anr_codec.model import AnrModel
+    from test_model import conv_config
+
+    torch.manual_seed(0)
+    net = AnrModel(conv_config()).eval()
+    x = torch.rand(1, 3, 32, 32)
+    a = capacity.attention_profile(net, x, 6)
+    assert abs(a["home"] + 4 * a["edge"] + 4 * a["corner"] - 1) < 1e-4
+    assert a["home"] > a["edge"] > a["corner"] > 0 and a["spread"] > 0
+    with torch.no_grad():
+        net.anr.to_q.weight.zero_()
+        net.anr.to_q.bias.zero_()
+        net.anr.dist_scale.fill_(-30.0)      # no distance prior: plain mean over the 9
+    flat = capacity.attention_profile(net, x, 6)
+    assert abs(flat["home"] - 1 / 9) < 1e-4 and flat["spread"] < 1e-4
 
 
 def test_compare_checkpoints_reports_each_checkpoint(tmp_path, capsys):

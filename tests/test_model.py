@@ -100,9 +100,10 @@ def conv_config(**kw):
     return ModelConfig(**{**CONV_TOKENS, **kw})
 
 
-def test_stride2_grid_and_point_paths_compute_the_same_function():
+@pytest.mark.parametrize("offset_values", [False, True])
+def test_stride2_grid_and_point_paths_compute_the_same_function(offset_values):
     torch.manual_seed(1)
-    d = ANRDecoder(threshold=0.05, stride=2, hidden=64, max_freq=16).eval()
+    d = ANRDecoder(threshold=0.05, stride=2, hidden=64, max_freq=16, offset_values=offset_values).eval()
     with torch.no_grad():
         for p in d.parameters():
             p.add_(torch.randn_like(p) * 0.1)
@@ -115,6 +116,11 @@ def test_stride2_grid_and_point_paths_compute_the_same_function():
             xy = torch.stack([xs / s, ys / s], -1).reshape(1, -1, 2).expand(2, -1, -1)
             p = d.render_points(tok, xy, torch.tensor([1 / s, 1 / s])).reshape(2, H, W, 3).permute(0, 3, 1, 2)
             assert (g - p).abs().max() < 1e-4
+            if s == 1:   # the refinement path's pixels of a few cells are the grid's too
+                cells = torch.tensor([0, 7, 29])
+                c = d.render_cells(tok, cells)                       # (B, N, 4, 3)
+                blocks = g.unfold(2, 2, 2).unfold(3, 2, 2).reshape(2, 3, 30, 4).permute(0, 2, 3, 1)
+                assert (c - blocks[:, cells]).abs().max() < 1e-4
         # Training jitter: each sample draws its own offsets, so two samples of the same
         # tokens differ, and with zero spread the jittered render is the exact one.
         same = tok[:1].expand(2, -1, -1, -1)
@@ -164,3 +170,18 @@ def test_tiles_of_the_conv_design_need_exactly_their_margins(monkeypatch):
     for err, short, ref in zip(errs, shorts, (ref_y, ref_t)):
         assert err < 1e-4 * ref.abs().max() and short > 1e-3 * ref.abs().max() and short > 100 * err, \
             (errs, shorts)
+
+
+def test_per_neighbour_values_grow_a_trained_decoder_without_changing_it():
+    """`offset_values` on a model whose weights lack them (loaded non-strict, as `--init`
+    does) renders exactly what the model did; once the corrections move, neighbours differ."""
+    torch.manual_seed(2)
+    plain = ANRDecoder(stride=2, hidden=64, max_freq=16).eval()
+    grown = ANRDecoder(stride=2, hidden=64, max_freq=16, offset_values=True).eval()
+    missing = grown.load_state_dict(plain.state_dict(), strict=False)
+    assert missing.missing_keys == ["value_delta"] and not missing.unexpected_keys
+    tok = torch.randn(1, 64, 4, 6)
+    with torch.no_grad():
+        assert (grown.render_grid(tok, 2) - plain.render_grid(tok, 2)).abs().max() < 1e-6
+        grown.value_delta[4].add_(0.1 * torch.randn(64, 64))   # only the home token's map
+        assert (grown.render_grid(tok, 2) - plain.render_grid(tok, 2)).abs().max() > 1e-3

@@ -6,7 +6,8 @@ contains it; its Fourier-encoded position inside that cell (plus the size of its
 footprint, so the decoder knows how fine a detail it is asked for) forms the attention
 query. It attends only to the 3 x 3 tokens around its cell (locality keeps the cost per
 pixel constant on any image size), with the paper's thresholded softmax, and the global
-MLP maps the attended feature to RGB.
+MLP maps the attended feature to RGB. With `offset_values` each neighbour's value also
+depends on where it sits (up, left, home, ...), as a convolution's weights do.
 
 Two evaluation paths compute the same function:
 - `render_grid`: output grid an integer multiple `s` of the input grid. Every cell holds

@@ -57,7 +57,7 @@ class ModelConfig:
     n_freqs: int = 6
     max_freq: float = 16.0
     threshold: float = 0.01
-    offset_values: bool = False  # ANR: per-neighbour value maps (anr.ANRDecoder.value_delta)
+    offset_values: bool = True   # ANR: per-neighbour value maps (anr.ANRDecoder.value_delta)
     lambdas: tuple = field(default_factory=lambda: DEFAULT_LAMBDAS)
 
     def to_dict(self) -> dict:

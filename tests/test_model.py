@@ -144,7 +144,7 @@ def test_conv_design_trains_and_fits_the_decoder_budget():
     with torch.no_grad(), FlopCounterMode(display=False) as fc:
         img = m.anr.render_grid(m.tokens(torch.zeros(1, 192, 8, 12), 0), 1)
     macs = fc.get_total_flops() / 2 / (img.shape[-1] * img.shape[-2])
-    assert 30_000 < macs < 60_000, macs   # measured 47.5k
+    assert 30_000 < macs < 60_000, macs   # measured 54.4k (47.5k without per-neighbour values)
 
 
 def test_tiles_of_the_conv_design_need_exactly_their_margins(monkeypatch):

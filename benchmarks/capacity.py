@@ -63,18 +63,18 @@ def quantisation_table(net, x: torch.Tensor, unrounded: bool = True) -> list[dic
     return rows
 
 
-def attention_profile(net, x: torch.Tensor, qi: int) -> dict:
-    """Mean attention weight on the home / an edge / a corner neighbour over the pixel
-    centres and heads, and the spread (std between pixels, averaged over heads and
-    neighbours). Pixels of the outermost token cells are left out: part of their
-    neighbourhood lies outside the image, which moves their weights whatever was learned."""
+def attention_profile(anr, tokens: torch.Tensor) -> dict:
+    """Mean attention weight of the ANR decoder `anr` on its data tokens (1, D, h, w): on the
+    home / an edge / a corner neighbour over the pixel centres and heads, and the spread
+    (std between pixels, averaged over heads and neighbours). Pixels of the outermost token
+    cells are left out: part of their neighbourhood lies outside the image, which moves
+    their weights whatever was learned."""
+    s = anr.stride
+    h, w = (s * n for n in tokens.shape[-2:])
+    ys, xs = torch.meshgrid(torch.arange(s, h - s) + 0.5, torch.arange(s, w - s) + 0.5, indexing="ij")
+    xy = torch.stack([xs, ys], -1).reshape(1, -1, 2)
     with torch.no_grad():
-        tokens = net.tokens(net.analysis(x, qi), qi)
-        s = net.token_stride
-        h, w = x.shape[-2:]
-        ys, xs = torch.meshgrid(torch.arange(s, h - s) + 0.5, torch.arange(s, w - s) + 0.5, indexing="ij")
-        xy = torch.stack([xs, ys], -1).reshape(1, -1, 2)
-        wt = net.anr.attention_weights(tokens, xy, torch.ones(2))[0]     # (N, heads, 9)
+        wt = anr.attention_weights(tokens, xy, torch.ones(2))[0]     # (N, heads, 9)
     mean = wt.mean((0, 1))
     return {"home": float(mean[4]), "edge": float(mean[[1, 3, 5, 7]].mean()),
             "corner": float(mean[[0, 2, 6, 8]].mean()), "spread": float(wt.std(0).mean())}
@@ -118,12 +118,12 @@ def main(argv=None) -> None:
         for r in quantisation_table(net, x):
             print(f"  {r['quality']:7d} {r['bpp']:6.3f} {r['psnr_rounded']:11.2f} {r['psnr_unrounded']:13.2f}"
                   f" {r['active_channels']:8d} of {net.config.latent_channels}")
-        a = attention_profile(net, x, qi)
-        print(f"  attention (quality {qi + 1}): home {a['home']:.3f}, edge {a['edge']:.3f}, "
-              f"corner {a['corner']:.3f}, spread between pixels {a['spread']:.3f}")
         with torch.no_grad():
             y0 = net.analysis(x, qi)
             t0 = net.tokens(y0, qi)
+        a = attention_profile(net.anr, t0)
+        print(f"  attention (quality {qi + 1}): home {a['home']:.3f}, edge {a['edge']:.3f}, "
+              f"corner {a['corner']:.3f}, spread between pixels {a['spread']:.3f}")
         for name, render, start, lr in (
                 ("latent fit", lambda v: net.anr.render_grid(net.tokens(v, qi)), y0, 0.05),
                 ("token fit", net.anr.render_grid, t0, 0.02)):

@@ -42,15 +42,16 @@ def test_attention_profile_accounts_for_all_the_weight():
 
     torch.manual_seed(0)
     net = AnrModel(conv_config()).eval()
-    x = torch.rand(1, 3, 32, 32)
-    a = capacity.attention_profile(net, x, 6)
+    with torch.no_grad():
+        tokens = net.tokens(net.analysis(torch.rand(1, 3, 32, 32), 6), 6)
+    a = capacity.attention_profile(net.anr, tokens)
     assert abs(a["home"] + 4 * a["edge"] + 4 * a["corner"] - 1) < 1e-4
     assert a["home"] > a["edge"] > a["corner"] > 0 and a["spread"] > 0
     with torch.no_grad():
         net.anr.to_q.weight.zero_()
         net.anr.to_q.bias.zero_()
         net.anr.dist_scale.fill_(-30.0)      # no distance prior: plain mean over the 9
-    flat = capacity.attention_profile(net, x, 6)
+    flat = capacity.attention_profile(net.anr, tokens)
     assert abs(flat["home"] - 1 / 9) < 1e-4 and flat["spread"] < 1e-4
 
 

@@ -7,9 +7,7 @@ footprint, so the decoder knows how fine a detail it is asked for) forms the att
 query. It attends only to the 3 x 3 tokens around its cell (locality keeps the cost per
 pixel constant on any image size), with the paper's thresholded softmax, and the global
 MLP maps the attended feature to RGB. With `offset_values` each neighbour's value also
-depends on where it sits (up, left, home, ...), as a convolution's weights do; with
-`readout_gate` the MLP's first layer reads the attended feature with weights that depend
-on the query position, as a transposed convolution has one kernel per output phase.
+depends on where it sits (up, left, home, ...), as a convolution's weights do.
 
 Two evaluation paths compute the same function:
 - `render_grid`: output grid an integer multiple `s` of the input grid. Every cell holds
@@ -36,8 +34,7 @@ _OFFSETS = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
 class ANRDecoder(nn.Module):
     def __init__(self, token_dim: int = 64, heads: int = 4, hidden: int = 128,
                  n_freqs: int = 6, max_freq: float = 32.0, threshold: float = 0.01,
-                 jitter_sigma: float = 0.3, stride: int = 4, offset_values: bool = False,
-                 readout_gate: bool = False):
+                 jitter_sigma: float = 0.3, stride: int = 4, offset_values: bool = False):
         super().__init__()
         self.stride = stride
         self.token_dim, self.heads = token_dim, heads
@@ -62,19 +59,6 @@ class ANRDecoder(nn.Module):
             nn.Linear(hidden, hidden), nn.ReLU(inplace=True),
             nn.Linear(hidden, 3),
         )
-        # Query-dependent readout: the first MLP layer's token weights become W + diag(g(u)) A,
-        # with g linear in the query features. Without it the 4 pixels of a stride-2 cell
-        # (and the 16 of a x4 decode) read nearly the same attended feature through the
-        # same weights and can differ only through a bias and the ReLU gates, so sub-cell
-        # detail is hard to express. Per output position the weights are one matrix, so grid
-        # rendering costs nothing extra per pixel. g starts at zero: a trained model grown
-        # with it computes the same function until training moves it.
-        if readout_gate:
-            self.gate_in = nn.Linear(token_dim, hidden, bias=False)
-            self.gate_pos = nn.Linear(feat_dim, hidden, bias=False)
-            nn.init.zeros_(self.gate_pos.weight)
-        else:
-            self.gate_in = self.gate_pos = None
         self.register_buffer("offsets", torch.tensor(_OFFSETS, dtype=torch.float32)[:, [1, 0]], persistent=False)
 
     # -- shared core ---------------------------------------------------------------
@@ -96,10 +80,7 @@ class ANRDecoder(nn.Module):
         w = self._weights(feat, u, keys, valid)
         v = values.unflatten(-1, (nh, dh))
         a = torch.einsum("...hn,...nhd->...hd", w, v).flatten(-2)
-        if self.gate_in is None:
-            return self.mlp(torch.cat([a, feat], dim=-1)) + 0.5
-        hid = self.mlp[0](torch.cat([a, feat], dim=-1)) + self.gate_pos(feat.to(a.dtype)) * self.gate_in(a)
-        return self.mlp[2:](torch.relu(hid)) + 0.5
+        return self.mlp(torch.cat([a, feat], dim=-1)) + 0.5
 
     def _weights(self, feat, u, keys, valid):
         """Attention weights (..., H, 9) of queries over their 9 neighbour tokens."""
@@ -143,9 +124,9 @@ class ANRDecoder(nn.Module):
         u0, log_fp = _cell_offsets(self.stride, scale, tokens.device)       # (O, 2)
         if jitter:
             u0 = self._jitter(u0.expand(b, -1, -1), torch.full((2,), 1.0 / n, device=tokens.device))
-        q, bias, feat_part, w_tok = self._shared_queries(u0, log_fp)      # (Bq, O, H, dh) ...
+        q, bias, feat_part = self._shared_queries(u0, log_fp)             # (Bq, O, H, dh) ...
         if q.dim() == 3:
-            q, bias, feat_part, w_tok = q[None], bias[None], feat_part[None], w_tok[None]
+            q, bias, feat_part = q[None], bias[None], feat_part[None]
         nh, dh = self.heads, d // self.heads
         # The learned offset embeddings only ever meet the queries: fold them into the bias.
         bias = bias + torch.einsum("bohd,nhd->bohn", q, self.offset_embed.view(9, nh, dh))
@@ -153,6 +134,8 @@ class ANRDecoder(nn.Module):
         tok = F.pad(tokens, (1, 1, 1, 1)) if self.value_delta is not None else None
         inside = F.unfold(tokens.new_ones(1, 1, h, w), 3, padding=1).view(9, h, w) > 0.5
         rows = max(1, (cells_per_chunk or h * w) // w)
+        first = self.mlp[0]
+        w_tok = first.weight[:, :d, None, None]
         out = tokens.new_empty(b, 3, h * n, w * n)
         for r0 in range(0, h, rows):
             r1 = min(h, r0 + rows)
@@ -162,9 +145,8 @@ class ANRDecoder(nn.Module):
         return out
 
     def _render_rows(self, kv, valid, q, bias, feat_part, w_tok, n, tok=None):
-        """Rows of cells: kv (B, 2D, hc+2, w+2) zero-padded; valid (9, hc, w); w_tok (Bq, O, hidden, D)
-        the first MLP layer's token weights per output offset; tok the zero-padded tokens of
-        those rows when there are per-neighbour values -> (B, 3, hc*n, w*n)."""
+        """Rows of cells: kv (B, 2D, hc+2, w+2) zero-padded; valid (9, hc, w); tok the zero-padded
+        tokens of those rows when there are per-neighbour values -> (B, 3, hc*n, w*n)."""
         b, _, hp, wp = kv.shape
         hc, w = hp - 2, wp - 2
         d = self.token_dim
@@ -188,8 +170,8 @@ class ANRDecoder(nn.Module):
                 vi = vi + F.conv2d(tok[:, :, dy:dy + hc, dx:dx + w], delta).view(b, nh, dh, hc, w)
             term = wt[:, :, :, i, None] * vi[:, None]  # (B, O, H, dh, hc, w)
             a = term if a is None else a + term
-        hid = torch.matmul(w_tok.to(a.dtype), a.reshape(b, o, d, hc * w))           # (B, O, hidden, hc*w)
-        hid = torch.relu(hid + feat_part.expand(b, -1, -1)[..., None]).view(b * o, -1, hc, w)
+        hid = F.conv2d(a.reshape(b * o, d, hc, w), w_tok).view(b, o, -1, hc, w)
+        hid = torch.relu(hid + feat_part.expand(b, -1, -1)[..., None, None]).flatten(0, 1)
         lin2, lin3 = self.mlp[2], self.mlp[4]
         hid = torch.relu(F.conv2d(hid, lin2.weight[:, :, None, None], lin2.bias))
         rgb = F.conv2d(hid, lin3.weight[:, :, None, None], lin3.bias) + 0.5   # (B*O, 3, hc, w)
@@ -214,7 +196,7 @@ class ANRDecoder(nn.Module):
     def _shared_queries(self, u0: torch.Tensor, log_fp: torch.Tensor):
         """Everything that depends only on the in-cell offset, computed once for all cells.
         u0 (..., O, 2) -> q (..., O, H, dh) (scaled), distance bias (..., O, H, 9),
-        position part of the MLP's first layer (..., O, hidden), its token weights (..., O, hidden, D)."""
+        position part of the MLP's first layer (..., O, hidden)."""
         nh, dh = self.heads, self.token_dim // self.heads
         feat = self._features(u0, log_fp)                                  # (..., O, F)
         q = self.to_q(feat).unflatten(-1, (nh, dh)) / math.sqrt(dh)       # (..., O, H, dh)
@@ -223,15 +205,12 @@ class ANRDecoder(nn.Module):
         first = self.mlp[0]
         d = self.token_dim
         feat_part = feat @ first.weight[:, d:].T + first.bias              # (..., O, hidden)
-        w_tok = first.weight[:, :d].expand(*feat.shape[:-1], -1, -1)
-        if self.gate_in is not None:
-            w_tok = w_tok + self.gate_pos(feat)[..., None] * self.gate_in.weight
-        return q, bias, feat_part, w_tok
+        return q, bias, feat_part
 
     def _attend_shared(self, shared, keys, values, valid):
         """Same function as `_attend` for un-jittered grid queries, without per-cell copies of
         the query side: the first MLP layer is split into its token and position parts."""
-        q, bias, feat_part, w_tok = shared
+        q, bias, feat_part = shared
         nh, dh = self.heads, self.token_dim // self.heads
         b, lc = keys.shape[:2]
         k = (keys + self.offset_embed).view(b, lc, 9, nh, dh)
@@ -242,7 +221,8 @@ class ANRDecoder(nn.Module):
             w = w * (w >= self.threshold)
             w = w / w.sum(-1, keepdim=True)
         a = torch.einsum("blohn,blnhd->blohd", w, values.view(b, lc, 9, nh, dh)).flatten(-2)
-        hdn = torch.relu(torch.einsum("blod,okd->blok", a, w_tok) + feat_part)
+        first = self.mlp[0]
+        hdn = torch.relu(a @ first.weight[:, : self.token_dim].T + feat_part)
         return self.mlp[2:](hdn) + 0.5
 
     # -- gather path ---------------------------------------------------------------

@@ -32,8 +32,7 @@ DEFAULT_LAMBDAS = (0.0018, 0.0035, 0.0067, 0.013, 0.025, 0.05, 0.1)
 V1_DESIGN = {"latent_channels": 128, "stem": "light", "synthesis": "shuffle", "prior": "factorized",
              "dec_depth": 2, "mlp_hidden": 128, "max_freq": 32.0}
 # Fields added after anr-v1 shipped: a model file without them is of the v1 design.
-LEGACY_DEFAULTS = {"stem": "light", "synthesis": "shuffle", "prior": "factorized", "offset_values": False,
-                   "readout_gate": False}
+LEGACY_DEFAULTS = {"stem": "light", "synthesis": "shuffle", "prior": "factorized", "offset_values": False}
 
 
 @dataclass
@@ -59,7 +58,6 @@ class ModelConfig:
     max_freq: float = 16.0
     threshold: float = 0.01
     offset_values: bool = True   # ANR: per-neighbour value maps (anr.ANRDecoder.value_delta)
-    readout_gate: bool = False   # ANR: query-dependent first-layer weights (anr.ANRDecoder.gate_pos)
     lambdas: tuple = field(default_factory=lambda: DEFAULT_LAMBDAS)
 
     def to_dict(self) -> dict:
@@ -95,8 +93,7 @@ class AnrModel(nn.Module):
         else:
             raise ValueError(f"unknown token network {c.synthesis!r}")
         self.anr = ANRDecoder(c.token_dim, c.heads, c.mlp_hidden, c.n_freqs, c.max_freq, c.threshold,
-                              stride=self.token_net.stride, offset_values=c.offset_values,
-                              readout_gate=c.readout_gate)
+                              stride=self.token_net.stride, offset_values=c.offset_values)
         nq = len(c.lambdas)
         # Gains start at sqrt(lambda / lambda_max): the quantiser step that balances
         # distortion against rate scales like 1/sqrt(lambda).

@@ -100,11 +100,10 @@ def conv_config(**kw):
     return ModelConfig(**{**CONV_TOKENS, **kw})
 
 
-@pytest.mark.parametrize("offset_values,readout_gate", [(False, False), (True, False), (True, True)])
-def test_stride2_grid_and_point_paths_compute_the_same_function(offset_values, readout_gate):
+@pytest.mark.parametrize("offset_values", [False, True])
+def test_stride2_grid_and_point_paths_compute_the_same_function(offset_values):
     torch.manual_seed(1)
-    d = ANRDecoder(threshold=0.05, stride=2, hidden=64, max_freq=16, offset_values=offset_values,
-                   readout_gate=readout_gate).eval()
+    d = ANRDecoder(threshold=0.05, stride=2, hidden=64, max_freq=16, offset_values=offset_values).eval()
     with torch.no_grad():
         for p in d.parameters():
             p.add_(torch.randn_like(p) * 0.1)
@@ -171,26 +170,6 @@ def test_tiles_of_the_conv_design_need_exactly_their_margins(monkeypatch):
     for err, short, ref in zip(errs, shorts, (ref_y, ref_t)):
         assert err < 1e-4 * ref.abs().max() and short > 1e-3 * ref.abs().max() and short > 100 * err, \
             (errs, shorts)
-
-
-def test_readout_gate_grows_a_trained_decoder_without_changing_it():
-    """`readout_gate` loaded non-strict onto weights without it renders what the model did
-    at every scale; once its position map moves, the pixels of one cell read the tokens
-    through different weights, and gradients reach that map from the start."""
-    torch.manual_seed(3)
-    plain = ANRDecoder(stride=2, hidden=64, max_freq=16, offset_values=True).eval()
-    grown = ANRDecoder(stride=2, hidden=64, max_freq=16, offset_values=True, readout_gate=True).eval()
-    missing = grown.load_state_dict(plain.state_dict(), strict=False)
-    assert sorted(missing.missing_keys) == ["gate_in.weight", "gate_pos.weight"] and not missing.unexpected_keys
-    tok = torch.randn(1, 64, 4, 6)
-    out = grown.render_grid(tok, 2)
-    with torch.no_grad():
-        assert (out - plain.render_grid(tok, 2)).abs().max() < 1e-6
-    out.square().mean().backward()
-    assert grown.gate_pos.weight.grad.abs().max() > 0
-    with torch.no_grad():
-        grown.gate_pos.weight.add_(0.1 * torch.randn_like(grown.gate_pos.weight))
-        assert (grown.render_grid(tok, 2) - plain.render_grid(tok, 2)).abs().max() > 1e-3
 
 
 def test_per_neighbour_values_grow_a_trained_decoder_without_changing_it():

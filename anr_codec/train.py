@@ -35,16 +35,17 @@ from .model import CONV_TOKENS, V1_DESIGN, AnrModel, ModelConfig
 class RDLoss(nn.Module):
     """Wraps the model so DistributedDataParallel sees one forward() for a whole batch."""
 
-    def __init__(self, model: AnrModel):
+    def __init__(self, model: AnrModel, grid_jitter: bool = True):
         super().__init__()
         self.model = model
+        self.grid_jitter = grid_jitter
 
     def forward(self, x, qi, points=None):
         lam = torch.tensor(self.model.config.lambdas, device=x.device)[qi]
         tokens, bits = self.model.forward_train(x, qi)
         n_px = x.shape[-2] * x.shape[-1]
         if points is None:
-            x_hat = self.model.anr.render_grid(tokens, 1, jitter=True)
+            x_hat = self.model.anr.render_grid(tokens, 1, jitter=self.grid_jitter)
             mse = ((x_hat.float() - x) ** 2).flatten(1).mean(1)
         else:
             xy, fp, target = points
@@ -116,6 +117,9 @@ def parse_args(argv=None):
                         "does not know its final step, so the drop is timed)")
     p.add_argument("--sr-fraction", type=float, default=0.2)
     p.add_argument("--sr-points", type=int, default=2048)
+    p.add_argument("--no-grid-jitter", dest="grid_jitter", action="store_false",
+                   help="query scale-1 batches at the pixel centres (super-resolution batches keep "
+                        "the variational coordinates)")
     p.add_argument("--clip", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--log-every", type=int, default=100)
@@ -255,7 +259,7 @@ def main(argv=None) -> None:
         raise SystemExit(f"nothing to train: the weights are at step {step} and --steps is "
                          f"{args.steps}; raise --steps (it counts the steps already done)")
 
-    loss_mod = RDLoss(model)
+    loss_mod = RDLoss(model, args.grid_jitter)
     if distributed:
         # The priors' quantiles learn only from the auxiliary loss, outside DDP's forward:
         # DDP must not reduce them; their gradients are averaged by hand below.

@@ -215,3 +215,22 @@ def test_conv_design_trains_exports_and_codes_end_to_end(data_dir, tmp_path):
     data = codec.encode(img)
     assert np.asarray(codec.decode(data)).shape == img.shape
     assert np.asarray(codec.decode(data, scale=2.5)).shape == (92, 125, 3)
+
+
+def test_grid_jitter_option_reaches_the_scale_1_render_only():
+    from anr_codec.model import AnrModel, ModelConfig
+    net = AnrModel(ModelConfig.from_dict(train.parse_config(TINY)))
+    seen = []
+    for flag in (True, False):
+        loss = train.RDLoss(net, grid_jitter=flag)
+        grid, points = net.anr.render_grid, net.anr.render_points
+        net.anr.render_grid = lambda t, s, jitter: (seen.append(("grid", jitter)), grid(t, s, jitter=jitter))[1]
+        net.anr.render_points = lambda t, xy, fp, jitter: (seen.append(("points", jitter)), points(t, xy, fp, jitter=jitter))[1]
+        x = torch.rand(1, 3, 32, 32)
+        loss(x, torch.tensor([0]))
+        loss(x, torch.tensor([0]), (torch.rand(1, 8, 2) * 32, torch.tensor([0.5, 0.5]), torch.rand(1, 8, 3)))
+        del net.anr.render_grid, net.anr.render_points
+    # SR batches keep the paper's variational coordinates either way.
+    assert seen == [("grid", True), ("points", True), ("grid", False), ("points", True)]
+    assert train.parse_args(["--no-grid-jitter"]).grid_jitter is False
+    assert train.parse_args([]).grid_jitter is True

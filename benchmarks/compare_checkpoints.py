@@ -6,8 +6,11 @@ Every checkpoint codes the same fixed centre crops of training images (every 4th
 Wikipedia PNG and every 20th BSDS500 test JPEG, 10 of each) with real rounding and no
 coordinate jitter. Printed per checkpoint: PSNR (of the mean MSE) and estimated bpp
 (from the prior's likelihoods) at every quality, and the mean RD loss
-lambda * 255^2 * MSE + bpp over the qualities, the quantity training minimises. Kodak
-stays for the final evaluation of the one that is shipped.
+lambda * 255^2 * MSE + bpp over the qualities, the quantity training minimises. With
+`--sr`, also super-resolution at the top quality on 256x256 centre crops of the same
+images, as `anrc eval-sr` measures it (Pillow-bicubic LR, Y-PSNR with the border shaved):
+decoded straight at x2 / x4 against decoded at x1 and upscaled bicubically. Kodak and the
+SR sets stay for the final evaluation of the one that is shipped.
 """
 
 from __future__ import annotations
@@ -17,17 +20,21 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
 from capacity import load_crop, quantisation_table
 
-from anr_codec.metrics import psnr_from_mse
+from anr_codec.metrics import psnr_from_mse, psnr_y
 from anr_codec.model import AnrModel, ModelConfig
 
 
+def paths(data: Path) -> list[Path]:
+    return (sorted((data / "wikipedia").glob("*.png"))[::4][:10]
+            + sorted((data / "bsds500" / "test").glob("*.jpg"))[::20][:10])
+
+
 def crops(data: Path, width: int, height: int) -> list[torch.Tensor]:
-    paths = (sorted((data / "wikipedia").glob("*.png"))[::4][:10]
-             + sorted((data / "bsds500" / "test").glob("*.jpg"))[::20][:10])
-    return [load_crop(str(p), width, height) for p in paths]
+    return [load_crop(str(p), width, height) for p in paths(data)]
 
 
 def load_checkpoint(path: str) -> tuple[AnrModel, int | None]:
@@ -46,11 +53,34 @@ def summary(net: AnrModel, images: list[torch.Tensor]) -> dict:
     return {"psnr": [psnr_from_mse(m, 1.0) for m in mse], "bpp": bpp.tolist(), "mean_loss": float(np.mean(loss))}
 
 
+def _u8(x: torch.Tensor) -> np.ndarray:
+    return (x[0].clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+
+
+def sr_summary(net: AnrModel, images: list[torch.Tensor], scales=(2, 4)) -> dict:
+    """scale -> (mean Y-PSNR decoded at the scale, mean Y-PSNR decoded at x1 + bicubic)."""
+    qi = net.n_qualities - 1
+    out = {}
+    for s in scales:
+        direct, bicubic = [], []
+        for x in images:
+            hr = Image.fromarray(_u8(x))
+            lr = hr.resize((hr.width // s, hr.height // s), Image.Resampling.BICUBIC)
+            with torch.no_grad():
+                tokens = net.tokens(net.estimate(torch.from_numpy(np.array(lr)).permute(2, 0, 1)[None].float() / 255, qi)[0], qi)
+                at_scale, at_one = _u8(net.anr.render_grid(tokens, s)), _u8(net.anr.render_grid(tokens, 1))
+            direct.append(psnr_y(_u8(x), at_scale, s))
+            bicubic.append(psnr_y(_u8(x), np.array(Image.fromarray(at_one).resize(hr.size, Image.Resampling.BICUBIC)), s))
+        out[s] = (float(np.mean(direct)), float(np.mean(bicubic)))
+    return out
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("checkpoints", nargs="+", help="training checkpoints or exported models (.pt)")
     p.add_argument("--data", type=Path, default=Path("../shared/data/train"))
     p.add_argument("--size", default="384x320", help="centre crop WxH")
+    p.add_argument("--sr", action="store_true", help="also compare super-resolution (x2, x4)")
     args = p.parse_args(argv)
     w, h = (int(v) for v in args.size.lower().split("x"))
     images = crops(args.data, w, h)
@@ -62,6 +92,10 @@ def main(argv=None) -> None:
         s = summary(net, images)
         print(f"{path} (step {step}): PSNR {' '.join(f'{v:.2f}' for v in s['psnr'])} | "
               f"bpp {' '.join(f'{v:.3f}' for v in s['bpp'])} | mean RD loss {s['mean_loss']:.3f}", flush=True)
+        if args.sr:
+            sr_images = [load_crop(str(f), 256, 256) for f in paths(args.data)]
+            print("  SR at the top quality, Y-PSNR at scale / x1 + bicubic: " + ", ".join(
+                f"x{k} {a:.2f} / {b:.2f} ({a - b:+.2f})" for k, (a, b) in sr_summary(net, sr_images).items()), flush=True)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ from capacity import load_crop, quantisation_table
 
 from anr_codec.metrics import psnr_from_mse, psnr_y
 from anr_codec.model import AnrModel, ModelConfig
+from anr_codec.tiling import to_uint8
 
 
 def paths(data: Path) -> list[Path]:
@@ -53,24 +54,21 @@ def summary(net: AnrModel, images: list[torch.Tensor]) -> dict:
     return {"psnr": [psnr_from_mse(m, 1.0) for m in mse], "bpp": bpp.tolist(), "mean_loss": float(np.mean(loss))}
 
 
-def _u8(x: torch.Tensor) -> np.ndarray:
-    return (x[0].clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
-
-
 def sr_summary(net: AnrModel, images: list[torch.Tensor], scales=(2, 4)) -> dict:
     """scale -> (mean Y-PSNR decoded at the scale, mean Y-PSNR decoded at x1 + bicubic)."""
     qi = net.n_qualities - 1
+    originals = [to_uint8(x[0]) for x in images]
     out = {}
     for s in scales:
         direct, bicubic = [], []
-        for x in images:
-            hr = Image.fromarray(_u8(x))
+        for ref in originals:
+            hr = Image.fromarray(ref)
             lr = hr.resize((hr.width // s, hr.height // s), Image.Resampling.BICUBIC)
             with torch.no_grad():
                 tokens = net.tokens(net.estimate(torch.from_numpy(np.array(lr)).permute(2, 0, 1)[None].float() / 255, qi)[0], qi)
-                at_scale, at_one = _u8(net.anr.render_grid(tokens, s)), _u8(net.anr.render_grid(tokens, 1))
-            direct.append(psnr_y(_u8(x), at_scale, s))
-            bicubic.append(psnr_y(_u8(x), np.array(Image.fromarray(at_one).resize(hr.size, Image.Resampling.BICUBIC)), s))
+                at_scale, at_one = to_uint8(net.anr.render_grid(tokens, s)[0]), to_uint8(net.anr.render_grid(tokens, 1)[0])
+            direct.append(psnr_y(ref, at_scale, s))
+            bicubic.append(psnr_y(ref, np.array(Image.fromarray(at_one).resize(hr.size, Image.Resampling.BICUBIC)), s))
         out[s] = (float(np.mean(direct)), float(np.mean(bicubic)))
     return out
 
@@ -87,13 +85,13 @@ def main(argv=None) -> None:
     if not images:
         raise SystemExit(f"no training images under {args.data}")
     print(f"{len(images)} crops of {w}x{h} from {args.data}")
+    sr_images = [load_crop(str(f), 256, 256) for f in paths(args.data)] if args.sr else []
     for path in args.checkpoints:
         net, step = load_checkpoint(path)
         s = summary(net, images)
         print(f"{path} (step {step}): PSNR {' '.join(f'{v:.2f}' for v in s['psnr'])} | "
               f"bpp {' '.join(f'{v:.3f}' for v in s['bpp'])} | mean RD loss {s['mean_loss']:.3f}", flush=True)
         if args.sr:
-            sr_images = [load_crop(str(f), 256, 256) for f in paths(args.data)]
             print("  SR at the top quality, Y-PSNR at scale / x1 + bicubic: " + ", ".join(
                 f"x{k} {a:.2f} / {b:.2f} ({a - b:+.2f})" for k, (a, b) in sr_summary(net, sr_images).items()), flush=True)
 

@@ -16,6 +16,7 @@ import torch
 
 from . import container, tiling
 from .container import AnrFile, Header
+from .detail import upscale
 from .entropy import SYMBOL_LIMIT, symbols_checksum
 from .fixedpoint import Z_LIMIT
 from .errors import AnrError
@@ -228,7 +229,11 @@ class Codec:
     def _render(self, m: LoadedModel, y_hat: torch.Tensor, hd: Header, ow: int, oh: int) -> np.ndarray:
         """Dequantised scaled latent (C, h, w) -> HxWx3 uint8 at ow x oh."""
         tokens = tiling.tokens(m.net, y_hat.to(self.device), hd.quality - 1)
-        return tiling.render(m.net.anr, tokens, hd.width, hd.height, ow, oh, QUERIES_PER_CHUNK)
+        if m.net.detail is None or (ow <= hd.width and oh <= hd.height):
+            return tiling.render(m.net.anr, tokens, hd.width, hd.height, ow, oh, QUERIES_PER_CHUNK)
+        # Above the coded size: the scale-1 decode plus the super-resolution head's detail.
+        lr = tiling.render(m.net.anr, tokens, hd.width, hd.height, hd.width, hd.height, QUERIES_PER_CHUNK)
+        return upscale(m.net.detail, lr, tokens, ow, oh, QUERIES_PER_CHUNK)
 
     def info(self, data) -> Header:
         return container.read_header(_read_bytes(data))

@@ -118,6 +118,8 @@ def export(ckpt: Path, out: Path, name: str, notes: dict | None = None,
                 "entropy_coding": ("hyperprior (exact fixed-point scales, Gaussian tables)" if gaussian
                                    else f"context tables from {len(images)} images of "
                                    f"{', '.join(str(f) for f in context_data)}" if images else "factorized")}
+    if "detail_step" in state:  # the super-resolution head's own training (anr_codec.train_detail)
+        manifest["training"].update(detail_steps=state["detail_step"], detail_seconds=round(state["detail_seconds"]))
     if notes:
         manifest["training"].update(notes)
     out.with_suffix(".json").write_text(json.dumps(manifest, indent=2) + "\n")

@@ -22,6 +22,7 @@ with warnings.catch_warnings():
     from compressai.entropy_models import EntropyBottleneck
 
 from .anr import ANRDecoder
+from .detail import DetailHead
 from .encoder import STRIDE, HyperEncoder
 from .hyperprior import HyperPrior, factorized_train
 from .tokens import ConvTokenNetwork, TokenNetwork
@@ -58,6 +59,9 @@ class ModelConfig:
     max_freq: float = 16.0
     threshold: float = 0.01
     offset_values: bool = True   # ANR: per-neighbour value maps (anr.ANRDecoder.value_delta)
+    detail_blocks: int = 0       # super-resolution head (detail.py): residual blocks, 0 = none
+    detail_width: int = 64
+    detail_dim: int = 32
     lambdas: tuple = field(default_factory=lambda: DEFAULT_LAMBDAS)
 
     def to_dict(self) -> dict:
@@ -94,6 +98,9 @@ class AnrModel(nn.Module):
             raise ValueError(f"unknown token network {c.synthesis!r}")
         self.anr = ANRDecoder(c.token_dim, c.heads, c.mlp_hidden, c.n_freqs, c.max_freq, c.threshold,
                               stride=self.token_net.stride, offset_values=c.offset_values)
+        # Decodes above the coded size add this head's detail (it never touches scale <= 1).
+        self.detail = (DetailHead(c.token_dim, self.token_net.stride, c.detail_width, c.detail_blocks,
+                                  c.detail_dim, c.heads) if c.detail_blocks else None)
         nq = len(c.lambdas)
         # Gains start at sqrt(lambda / lambda_max): the quantiser step that balances
         # distortion against rate scales like 1/sqrt(lambda).

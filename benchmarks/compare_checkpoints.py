@@ -10,7 +10,8 @@ lambda * 255^2 * MSE + bpp over the qualities, the quantity training minimises. 
 `--sr`, also super-resolution at the top quality on 256x256 centre crops of the same
 images, as `anrc eval-sr` measures it (Pillow-bicubic LR, Y-PSNR with the border shaved):
 decoded straight at x2 / x4 against decoded at x1 and upscaled bicubically. Kodak and the
-SR sets stay for the final evaluation of the one that is shipped.
+SR sets stay for the final evaluation of the one that is shipped. A model with a
+super-resolution head (anr_codec.detail) decodes at x2 / x4 through it, as the codec does.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from PIL import Image
 
 from capacity import load_crop, quantisation_table
 
+from anr_codec.detail import upscale
 from anr_codec.metrics import psnr_from_mse, psnr_y
 from anr_codec.model import AnrModel, ModelConfig
 from anr_codec.tiling import to_uint8
@@ -66,7 +68,11 @@ def sr_summary(net: AnrModel, images: list[torch.Tensor], scales=(2, 4)) -> dict
             lr = hr.resize((hr.width // s, hr.height // s), Image.Resampling.BICUBIC)
             with torch.no_grad():
                 tokens = net.tokens(net.estimate(torch.from_numpy(np.array(lr)).permute(2, 0, 1)[None].float() / 255, qi)[0], qi)
-                at_scale, at_one = to_uint8(net.anr.render_grid(tokens, s)[0]), to_uint8(net.anr.render_grid(tokens, 1)[0])
+                at_one = to_uint8(net.anr.render_grid(tokens, 1)[0])
+                if net.detail is not None:  # what Codec.decode does above the coded size
+                    at_scale = upscale(net.detail, at_one, tokens, hr.width, hr.height, 1 << 16)
+                else:
+                    at_scale = to_uint8(net.anr.render_grid(tokens, s)[0])
             direct.append(psnr_y(ref, at_scale, s))
             bicubic.append(psnr_y(ref, np.array(Image.fromarray(at_one).resize(hr.size, Image.Resampling.BICUBIC)), s))
         out[s] = (float(np.mean(direct)), float(np.mean(bicubic)))

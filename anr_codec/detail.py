@@ -48,7 +48,14 @@ class DetailHead(nn.Module):
         super().__init__()
         self.token_stride = token_stride
         self.blocks = blocks
-        self.stem = nn.Conv2d(3 + token_dim, width, 3, padding=1)
+        self.stem = nn.Conv2d(3, width, 3, padding=1)
+        # The coding tokens enter through a zero-initialised branch: concatenated with the
+        # image (std ~1.5 over 64 channels against ~0.25 over 3) they drowned its edges, and
+        # that head gained 0.08 dB in 300 steps on uncoded x2-x4 inputs where one fed the
+        # image alone gained 0.9 dB on x2.
+        self.from_tokens = nn.Conv2d(token_dim, width, 1)
+        nn.init.zeros_(self.from_tokens.weight)
+        nn.init.zeros_(self.from_tokens.bias)
         self.body = nn.Sequential(*(ResBlock(width) for _ in range(blocks)))
         self.to_tokens = nn.Conv2d(width, dim, 1)
         self.anr = ANRDecoder(dim, heads, mlp_hidden, n_freqs=6, max_freq=8.0, stride=1, offset_values=True)
@@ -68,7 +75,7 @@ class DetailHead(nn.Module):
         at least h x w) -> detail tokens (B, dim, h, w)."""
         h, w = lr.shape[-2:]
         t = F.interpolate(tokens, scale_factor=self.token_stride, mode="nearest")[..., :h, :w]
-        x = self.stem(torch.cat([lr - 0.5, t.to(lr.dtype)], 1))
+        x = self.stem(lr - 0.5) + self.from_tokens(t.to(lr.dtype))
         return self.to_tokens(F.relu(self.body(x)))
 
     def render_points(self, lr, tokens, xy, footprint, jitter: bool = False) -> torch.Tensor:

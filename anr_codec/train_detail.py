@@ -31,9 +31,6 @@ from .metrics import psnr_from_mse
 from .model import AnrModel, ModelConfig
 from .train import save_atomic
 
-INTEGER_SCALES = (2, 3, 4)
-
-
 def parse_args(argv=None):
     p = argparse.ArgumentParser(prog="python -m anr_codec.train_detail", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -52,15 +49,18 @@ def parse_args(argv=None):
     p.add_argument("--points", type=int, default=4096, help="supervised full-resolution pixels per sample")
     p.add_argument("--top-fraction", type=float, default=0.5, help="steps coded at the top quality")
     p.add_argument("--integer-fraction", type=float, default=0.5,
-                   help="steps at scale 2, 3 or 4 (the others draw a scale in [1.25, 4])")
+                   help="steps at one of --scales (the others draw a scale in [1.25, 4])")
+    p.add_argument("--scales", default="2,3,4", help="the integer scales those steps draw from")
     p.add_argument("--lr", type=float, default=5e-4)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
     p.add_argument("--log-every", type=int, default=50)
     p.add_argument("--ckpt-every", type=int, default=250)
     args = p.parse_args(argv)
     if args.lr_crop % 16:
         p.error("--lr-crop must be a multiple of 16")
+    args.scales = [int(v) for v in args.scales.split(",")]
     return args
 
 
@@ -84,7 +84,7 @@ def load_codec(args) -> tuple[AnrModel, dict]:
 def draw(sampler: CropSampler, args, n_qualities: int):
     """One step's random choices -> (quality index, HR uint8 crops, (iy, ix) points)."""
     rng = sampler.rng
-    s = float(rng.choice(INTEGER_SCALES)) if rng.random() < args.integer_fraction else float(rng.uniform(1.25, 4.0))
+    s = float(rng.choice(args.scales)) if rng.random() < args.integer_fraction else float(rng.uniform(1.25, 4.0))
     hr_size = round(args.lr_crop * s)
     qi = n_qualities - 1 if rng.random() < args.top_fraction else int(rng.integers(0, n_qualities))
     hr = sampler.batch_u8(args.batch, hr_size)
@@ -106,14 +106,15 @@ def step_loss(net: AnrModel, drawn, lr_crop: int):
     from .detail import bicubic_at
 
     qi, hr_u8, (iy, ix) = drawn
-    hr = hr_u8.float() / 255
+    dev = net.log_gain.device
+    hr, iy, ix = hr_u8.to(dev).float() / 255, iy.to(dev), ix.to(dev)
     n, size = hr.shape[0], hr.shape[-1]
     lr = torch.round(downscale(hr, (lr_crop, lr_crop)) * 255) / 255   # users' small images are 8-bit
     dec, tokens = scale1_decode(net, lr, qi)
     ratio = lr_crop / size
     xy = torch.stack([(ix + 0.5) * ratio, (iy + 0.5) * ratio], -1).float()
-    target = hr[torch.arange(n)[:, None], :, iy, ix]
-    pred = net.detail.render_points(dec, tokens, xy, torch.tensor([ratio, ratio]))
+    target = hr[torch.arange(n, device=dev)[:, None], :, iy, ix]
+    pred = net.detail.render_points(dec, tokens, xy, torch.tensor([ratio, ratio], device=dev))
     with torch.no_grad():
         base = ((bicubic_at(dec, xy) - target) ** 2).mean()
     return ((pred - target) ** 2).mean(), base
@@ -129,6 +130,9 @@ def main(argv=None) -> None:
         build_cache(args.data, args.cache)
     torch.manual_seed(args.seed)
     net, state = load_codec(args)
+    if args.device == "auto":
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    net.to(args.device)
     sampler = CropSampler(args.cache, seed=args.seed)
     params = list(net.detail.parameters())
     opt = torch.optim.Adam(params, lr=args.lr)

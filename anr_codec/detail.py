@@ -78,10 +78,13 @@ class DetailHead(nn.Module):
         x = self.stem(lr - 0.5) + self.from_tokens(t.to(lr.dtype))
         return self.to_tokens(F.relu(self.body(x)))
 
-    def render_points(self, lr, tokens, xy, footprint, jitter: bool = False) -> torch.Tensor:
+    def residual_at(self, detail_tokens: torch.Tensor, xy: torch.Tensor, footprint: torch.Tensor) -> torch.Tensor:
+        """What the head adds to bicubic at points xy (B, N, 2) in decoded pixels -> (B, N, 3)."""
+        return self.anr.render_points(detail_tokens, xy, footprint) - 0.5   # the ANR's output is centred on 0.5
+
+    def render_points(self, lr, tokens, xy, footprint) -> torch.Tensor:
         """Upscaled RGB at points xy (B, N, 2) in decoded pixels, footprint (2,) -> (B, N, 3)."""
-        d = self.detail_tokens(lr, tokens)
-        return bicubic_at(lr, xy) + self.anr.render_points(d, xy, footprint, jitter=jitter) - 0.5
+        return bicubic_at(lr, xy) + self.residual_at(self.detail_tokens(lr, tokens), xy, footprint)
 
 
 @torch.no_grad()
@@ -89,7 +92,7 @@ def upscale(head: DetailHead, lr_rgb: np.ndarray, tokens: torch.Tensor, ow: int,
             queries_per_chunk: int) -> np.ndarray:
     """The scale-1 decode (HxWx3 uint8) and its tokens -> ow x oh RGB uint8 (ow > W or oh > H),
     in tiles of the decoded image, each with its margin, so memory stays bounded."""
-    from .tiling import pixels_tensor, tiles, to_uint8
+    from .tiling import pixels_tensor, tiles, to_uint8   # here: tiling imports model, which imports this
 
     height, width = lr_rgb.shape[:2]
     dev = tokens.device
@@ -106,13 +109,13 @@ def upscale(head: DetailHead, lr_rgb: np.ndarray, tokens: torch.Tensor, ow: int,
         q0, q1 = int(torch.searchsorted(xs_all, c)), int(torch.searchsorted(xs_all, d))
         if r0 >= r1 or q0 >= q1:
             continue
-        dt = head.detail_tokens(lr[:, :, a0:b0, c0:d0], tokens[:, :, a0 // st:-(-b0 // st), c0 // st:-(-d0 // st)])
         lr_t = lr[:, :, a0:b0, c0:d0]
+        dt = head.detail_tokens(lr_t, tokens[:, :, a0 // st:-(-b0 // st), c0 // st:-(-d0 // st)])
         rows = max(1, queries_per_chunk // (q1 - q0))
         for y0 in range(r0, r1, rows):
             y1 = min(r1, y0 + rows)
             gy, gx = torch.meshgrid(ys_all[y0:y1] - a0, xs_all[q0:q1] - c0, indexing="ij")
             xy = torch.stack([gx, gy], -1).reshape(1, -1, 2).float()
-            rgb = bicubic_at(lr_t, xy) + head.anr.render_points(dt, xy, fp) - 0.5
+            rgb = bicubic_at(lr_t, xy) + head.residual_at(dt, xy, fp)
             out[y0:y1, q0:q1] = to_uint8(rgb[0].T.reshape(3, y1 - y0, q1 - q0))
     return out

@@ -27,9 +27,11 @@ from pathlib import Path
 import torch
 
 from .data import CropSampler, build_cache, cache_exists, downscale
+from .detail import bicubic_at
 from .metrics import psnr_from_mse
 from .model import AnrModel, ModelConfig
 from .train import save_atomic
+
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(prog="python -m anr_codec.train_detail", description=__doc__,
@@ -103,8 +105,6 @@ def scale1_decode(net: AnrModel, lr: torch.Tensor, qi: int):
 
 def step_loss(net: AnrModel, drawn, lr_crop: int):
     """-> (MSE of the head, MSE of bicubic alone) at the drawn points."""
-    from .detail import bicubic_at
-
     qi, hr_u8, (iy, ix) = drawn
     dev = net.log_gain.device
     hr, iy, ix = hr_u8.to(dev).float() / 255, iy.to(dev), ix.to(dev)
@@ -114,10 +114,10 @@ def step_loss(net: AnrModel, drawn, lr_crop: int):
     ratio = lr_crop / size
     xy = torch.stack([(ix + 0.5) * ratio, (iy + 0.5) * ratio], -1).float()
     target = hr[torch.arange(n, device=dev)[:, None], :, iy, ix]
-    pred = net.detail.render_points(dec, tokens, xy, torch.tensor([ratio, ratio], device=dev))
-    with torch.no_grad():
-        base = ((bicubic_at(dec, xy) - target) ** 2).mean()
-    return ((pred - target) ** 2).mean(), base
+    base = bicubic_at(dec, xy)   # no gradient: dec comes from the frozen codec
+    head = net.detail
+    pred = base + head.residual_at(head.detail_tokens(dec, tokens), xy, torch.tensor([ratio, ratio], device=dev))
+    return ((pred - target) ** 2).mean(), ((base - target) ** 2).mean()
 
 
 def main(argv=None) -> None:

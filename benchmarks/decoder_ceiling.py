@@ -24,9 +24,7 @@ import torch
 from capacity import load_crop
 from compare_checkpoints import load_checkpoint, paths
 
-
-def psnr(mse: float) -> float:
-    return -10 * math.log10(mse)
+from anr_codec.metrics import psnr_from_mse
 
 
 @torch.no_grad()
@@ -41,11 +39,11 @@ def gain_sweep(net, images, factors) -> None:
             x_hat = net.anr.render_grid(net.tokens(y_hat, top), 1).clamp(0, 1)
             mse.append(((torch.round(x_hat * 255) / 255 - x) ** 2).mean().item())
             bpp.append(bits.item() / x[0, 0].numel())
-        print(f"top quality, gain x{k:g}: PSNR {psnr(np.mean(mse)):.2f} dB at {np.mean(bpp):.3f} bpp", flush=True)
+        print(f"top quality, gain x{k:g}: PSNR {psnr_from_mse(np.mean(mse), 1.0):.2f} dB at {np.mean(bpp):.3f} bpp", flush=True)
     net.log_gain.data[top] = g
     mse = [((net.anr.render_grid(net.token_net(net.encoder(x)), 1).clamp(0, 1) - x) ** 2).mean().item()
            for x in images]
-    print(f"unrounded latent: PSNR {psnr(np.mean(mse)):.2f} dB", flush=True)
+    print(f"unrounded latent: PSNR {psnr_from_mse(np.mean(mse), 1.0):.2f} dB", flush=True)
 
 
 def fit_latent(net, x, steps: int, lr: float) -> tuple[float, float]:
@@ -62,7 +60,7 @@ def fit_latent(net, x, steps: int, lr: float) -> tuple[float, float]:
         opt.zero_grad()
         loss.backward()
         opt.step()
-    return psnr(start), psnr(mse().item())
+    return psnr_from_mse(start, 1.0), psnr_from_mse(mse().item(), 1.0)
 
 
 def main(argv=None) -> None:

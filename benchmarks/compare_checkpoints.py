@@ -32,8 +32,13 @@ from anr_codec.tiling import to_uint8
 
 
 def paths(data: Path) -> list[Path]:
-    return (sorted((data / "wikipedia").glob("*.png"))[::4][:10]
-            + sorted((data / "bsds500" / "test").glob("*.jpg"))[::20][:10])
+    found = (sorted((data / "wikipedia").glob("*.png"))[::4][:10]
+             + sorted((data / "bsds500" / "test").glob("*.jpg"))[::20][:10])
+    if not found:
+        # A wrong relative --data (these scripts run from the repo root or from benchmarks/)
+        # would otherwise give an empty, silent run.
+        raise SystemExit(f"no training images under {data} (wikipedia/*.png, bsds500/test/*.jpg)")
+    return found
 
 
 def crops(data: Path, width: int, height: int) -> list[torch.Tensor]:
@@ -88,8 +93,6 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     w, h = (int(v) for v in args.size.lower().split("x"))
     images = crops(args.data, w, h)
-    if not images:
-        raise SystemExit(f"no training images under {args.data}")
     print(f"{len(images)} crops of {w}x{h} from {args.data}")
     sr_images = [load_crop(str(f), 256, 256) for f in paths(args.data)] if args.sr else []
     for path in args.checkpoints:

@@ -1,14 +1,17 @@
 """How much fidelity can a model's decoder give at all, whatever the rate?
 
-    python benchmarks/decoder_ceiling.py [--model ../pretrained/anr-v2.pt] [--data ../shared/data/train]
+    python benchmarks/decoder_ceiling.py [--model pretrained/anr-v2.pt] [--data ../shared/data/train]
+        [--factors 1,1.5,2,3,4,6] [--stages latent,stride 8,stride 4,tokens]
 
 On the first 10 of compare_checkpoints' training crops (256x256): PSNR and estimated bpp
 at the top quality with its gain multiplied by k (a finer quantiser than any trained
 quality; the hyperprior is conditioned on the gain, so the bits stay honest), and PSNR of
 the decoded *unrounded* latent. When PSNR stops rising with k, bits cannot buy quality:
 the encoder/decoder pair is the ceiling, not the quantiser. Then, on 4 crops of 128x128,
-the latent itself is fitted by gradient descent (no rate, no rounding): a small gain over
-the encoder's latent means the decoder, not the encoder, sets that ceiling.
+the input of each decoder stage is fitted by gradient descent (no rate, no rounding): the
+latent itself (a small gain over the encoder's latent means the decoder, not the encoder,
+sets that ceiling), then the token network's activations at stride 8 and 4, then the
+tokens. The stage after which the fitted PSNR jumps is where the decoder loses most.
 Training images only: this guides design, it is not an evaluation.
 """
 
@@ -46,13 +49,34 @@ def gain_sweep(net, images, factors) -> None:
     print(f"unrounded latent: PSNR {psnr_from_mse(np.mean(mse), 1.0):.2f} dB", flush=True)
 
 
-def fit_latent(net, x, steps: int, lr: float) -> tuple[float, float]:
-    """-> (PSNR of the encoder's latent, PSNR after fitting the latent), unrounded."""
-    y = net.encoder(x).detach().clone().requires_grad_(True)
-    opt = torch.optim.Adam([y], lr=lr)
+# Where the free variable sits, for fit_stage: (name, stages of the decoder before it).
+# ConvTokenNetwork runs inp -> blocks -> up[0:2] (stride 8) -> up[2:4] (stride 4) ->
+# up[4:6] (stride 2, the tokens) -> ANR.
+STAGES = ("latent", "stride 8", "stride 4", "tokens")
+
+
+def _pipeline(net):
+    t = net.token_net
+    return [lambda y: t.up[:2](t.blocks(t.inp(y))), t.up[2:4], t.up[4:6]]
+
+
+def fit_stage(net, x, stage: int, steps: int, lr: float) -> tuple[float, float]:
+    """Fit the activation entering decoder stage `stage` (index into STAGES) by gradient
+    descent, no rate, no rounding -> (PSNR of the encoder's value there, PSNR fitted).
+    A stage whose fitted PSNR is far above the one before it is where capacity is lost."""
+    parts = _pipeline(net)
+    with torch.no_grad():
+        h = net.encoder(x)
+        for f in parts[:stage]:
+            h = f(h)
+    h = h.detach().clone().requires_grad_(True)
+    opt = torch.optim.Adam([h], lr=lr)
 
     def mse():
-        return ((net.anr.render_grid(net.token_net(y), 1) - x) ** 2).mean()
+        t = h
+        for f in parts[stage:]:
+            t = f(t)
+        return ((net.anr.render_grid(t, 1) - x) ** 2).mean()
 
     start = mse().item()
     for _ in range(steps):
@@ -65,9 +89,10 @@ def fit_latent(net, x, steps: int, lr: float) -> tuple[float, float]:
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="../pretrained/anr-v2.pt", help="checkpoint or exported model")
+    p.add_argument("--model", default="pretrained/anr-v2.pt", help="checkpoint or exported model")
     p.add_argument("--data", type=Path, default=Path("../shared/data/train"))
-    p.add_argument("--factors", default="1,1.5,2,3,4,6")
+    p.add_argument("--factors", default="1,1.5,2,3,4,6", help="gain multipliers ('' skips the sweep)")
+    p.add_argument("--stages", default=",".join(STAGES), help="where to fit: " + ", ".join(STAGES))
     p.add_argument("--fit-steps", type=int, default=300)
     p.add_argument("--threads", type=int, default=1)
     a = p.parse_args(argv)
@@ -76,10 +101,14 @@ def main(argv=None) -> None:
     net.requires_grad_(False)
     files = paths(a.data)
     print(f"{a.model} (step {step})")
-    gain_sweep(net, [load_crop(str(f), 256, 256) for f in files[:10]], [float(v) for v in a.factors.split(",")])
+    if a.factors:
+        gain_sweep(net, [load_crop(str(f), 256, 256) for f in files[:10]], [float(v) for v in a.factors.split(",")])
+    stages = [STAGES.index(s) for s in a.stages.split(",")] if a.stages else range(len(STAGES))
     for f in files[:4]:
-        before, after = fit_latent(net, load_crop(str(f), 128, 128), a.fit_steps, 0.02)
-        print(f"{f.name}: encoder's latent {before:.2f} dB -> fitted latent {after:.2f} dB", flush=True)
+        x = load_crop(str(f), 128, 128)
+        for k in stages:
+            before, after = fit_stage(net, x, k, a.fit_steps, 0.02)
+            print(f"{f.name}: {STAGES[k]}: encoder's {before:.2f} dB -> fitted {after:.2f} dB", flush=True)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,101 @@
+"""Move quality levels of a trained model along its rate axis, without retraining.
+
+    python scripts/retune_ladder.py IN.pt OUT.pt --set 5=mid --set 1=x0.6 [--data ../shared/data/train]
+    python scripts/retune_ladder.py IN.pt --set 1=x0.6      # measure only, write nothing
+
+A quality level is a per-channel gain on the latent (a finer or coarser quantiser) plus
+its lambda. The hyperprior predicts the *unscaled* latent's mean and scale and the gain
+only rescales them (hyperprior.HyperPrior.params), and the decoder sees y_hat / gain, so a
+gain that no quality was trained with still codes honestly and decodes sensibly; only how
+good that rate point is needs measuring. Why: training leaves the ladder uneven (anr-v2's
+quality 6 codes smaller than quality 5, and its lowest rate is ~0.24 bpp, not ~0.1).
+
+- `Q=xK` multiplies quality Q's gain by K (K < 1: coarser, fewer bits);
+- `Q=mid` puts it halfway (in log gain) between qualities Q-1 and Q+1.
+The lambda of a moved quality follows its gain (the trained gains scale about like
+sqrt(lambda)), so training on from OUT keeps the new ladder instead of pulling it back.
+The z side (its gain and factorized prior) is that of the quality's old self: its bits
+are a few percent of the total.
+
+Before and after, prints each quality's PSNR and estimated bpp on compare_checkpoints'
+training crops (never Kodak: retuning on the evaluation set would be tuning on it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from compare_checkpoints import crops, load_checkpoint, summary  # noqa: E402
+
+
+def parse_move(text: str) -> tuple[int, str]:
+    q, _, how = text.partition("=")
+    try:
+        factor_ok = how.startswith("x") and float(how[1:]) > 0
+    except ValueError:
+        factor_ok = False
+    if not q.isdigit() or not (how == "mid" or factor_ok):
+        raise argparse.ArgumentTypeError(f"expected Q=mid or Q=xK with K > 0, got {text!r}")
+    return int(q), how
+
+
+def retune(net, moves: list[tuple[int, str]]) -> None:
+    """Apply the moves in order, in place (qualities are 1-based)."""
+    lambdas = list(net.config.lambdas)
+    with torch.no_grad():
+        for q, how in moves:
+            qi = q - 1
+            if not 0 <= qi < net.n_qualities:
+                raise SystemExit(f"quality {q} out of 1..{net.n_qualities}")
+            if how == "mid":
+                if not 0 < qi < net.n_qualities - 1:
+                    raise SystemExit(f"quality {q} has no neighbour on both sides")
+                net.log_gain[qi] = (net.log_gain[qi - 1] + net.log_gain[qi + 1]) / 2
+                lambdas[qi] = math.sqrt(lambdas[qi - 1] * lambdas[qi + 1])
+            else:
+                k = float(how[1:])
+                net.log_gain[qi] += math.log(k)
+                lambdas[qi] *= k * k
+    net.config.lambdas = tuple(lambdas)
+
+
+def show(label: str, s: dict) -> None:
+    print(f"{label}: PSNR {' '.join(f'{v:.2f}' for v in s['psnr'])} | bpp {' '.join(f'{v:.3f}' for v in s['bpp'])}",
+          flush=True)
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("src", help="training checkpoint or exported model")
+    p.add_argument("dst", nargs="?", help="where to write the retuned checkpoint (omit to measure only)")
+    p.add_argument("--set", dest="moves", type=parse_move, action="append", required=True,
+                   help="Q=mid or Q=xK; repeatable, applied in order")
+    p.add_argument("--data", type=Path, default=Path("../shared/data/train"))
+    p.add_argument("--size", default="384x320", help="centre crop WxH of the measuring crops")
+    p.add_argument("--threads", type=int, default=1)
+    a = p.parse_args(argv)
+    torch.set_num_threads(a.threads)
+    w, h = (int(v) for v in a.size.lower().split("x"))
+    images = crops(a.data, w, h)
+    net, step = load_checkpoint(a.src)
+    show(f"{a.src} (step {step})", summary(net, images))
+    retune(net, a.moves)
+    show("retuned " + " ".join(f"{q}={how}" for q, how in a.moves), summary(net, images))
+    print("lambdas " + " ".join(f"{v:.4g}" for v in net.config.lambdas))
+    if a.dst:
+        src = torch.load(a.src, map_location="cpu", weights_only=True)
+        # Weights, config and step count only: an exported model's coding tables and a
+        # checkpoint's Adam moments belong to the old gains (export and --init rebuild them).
+        state = {k: src[k] for k in ("step", "elapsed") if k in src}
+        torch.save({**state, "config": net.config.to_dict(), "model": net.state_dict()}, a.dst)
+        print(f"wrote {a.dst}")
+
+
+if __name__ == "__main__":
+    main()

@@ -3,12 +3,15 @@
 # plain anr curve of benchmarks/kodak.sh's last run (run that first, same model).
 # Slow: ~30 s per image and quality for 20 steps on one CPU core, so a subset of qualities.
 # Usage (repo root): STEPS=20 QUALITIES=1,3,5,7 bash benchmarks/kodak_refine.sh [../shared]
+# MODEL=anr-v2 OUT=benchmarks/results/anr-v2 measures that model against its own kodak.sh run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SHARED=${1:-../shared}
 STEPS=${STEPS:-20}
 QUALITIES=${QUALITIES:-1,3,5,7}
-OUT=benchmarks/results
-anrc eval "$SHARED/data/kodak" -q "$QUALITIES" --refine "$STEPS" --baselines none \
+OUT=${OUT:-benchmarks/results}
+MODEL_ARGS=()
+[ -n "${MODEL:-}" ] && MODEL_ARGS=(--model "$MODEL")
+anrc eval "$SHARED/data/kodak" "${MODEL_ARGS[@]}" -q "$QUALITIES" --refine "$STEPS" --baselines none \
   --json "$OUT/kodak-refine$STEPS.json" -f | tee "$OUT/kodak-refine$STEPS.txt"
 python benchmarks/bd_table.py "$OUT/kodak.json" "$OUT/kodak-refine$STEPS.json" | tee -a "$OUT/kodak-refine$STEPS.txt"

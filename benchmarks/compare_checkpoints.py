@@ -61,6 +61,11 @@ def summary(net: AnrModel, images: list[torch.Tensor]) -> dict:
     return {"psnr": [psnr_from_mse(m, 1.0) for m in mse], "bpp": bpp.tolist(), "mean_loss": float(np.mean(loss))}
 
 
+def ladder_line(s: dict) -> str:
+    """A summary's per-quality PSNR and bpp, on one line."""
+    return f"PSNR {' '.join(f'{v:.2f}' for v in s['psnr'])} | bpp {' '.join(f'{v:.3f}' for v in s['bpp'])}"
+
+
 def sr_summary(net: AnrModel, images: list[torch.Tensor], scales=(2, 4)) -> dict:
     """scale -> (mean Y-PSNR decoded at the scale, mean Y-PSNR decoded at x1 + bicubic)."""
     qi = net.n_qualities - 1
@@ -98,8 +103,7 @@ def main(argv=None) -> None:
     for path in args.checkpoints:
         net, step = load_checkpoint(path)
         s = summary(net, images)
-        print(f"{path} (step {step}): PSNR {' '.join(f'{v:.2f}' for v in s['psnr'])} | "
-              f"bpp {' '.join(f'{v:.3f}' for v in s['bpp'])} | mean RD loss {s['mean_loss']:.3f}", flush=True)
+        print(f"{path} (step {step}): {ladder_line(s)} | mean RD loss {s['mean_loss']:.3f}", flush=True)
         if args.sr:
             print("  SR at the top quality, Y-PSNR at scale / x1 + bicubic: " + ", ".join(
                 f"x{k} {a:.2f} / {b:.2f} ({a - b:+.2f})" for k, (a, b) in sr_summary(net, sr_images).items()), flush=True)

@@ -28,6 +28,7 @@ from capacity import load_crop
 from compare_checkpoints import load_checkpoint, paths
 
 from anr_codec.metrics import psnr_from_mse
+from anr_codec.tokens import ConvTokenNetwork
 
 
 @torch.no_grad()
@@ -49,14 +50,17 @@ def gain_sweep(net, images, factors) -> None:
     print(f"unrounded latent: PSNR {psnr_from_mse(np.mean(mse), 1.0):.2f} dB", flush=True)
 
 
-# Where the free variable sits, for fit_stage: (name, stages of the decoder before it).
-# ConvTokenNetwork runs inp -> blocks -> up[0:2] (stride 8) -> up[2:4] (stride 4) ->
-# up[4:6] (stride 2, the tokens) -> ANR.
+# Where fit_stage's free variable sits: the input of each part of _pipeline, in order.
 STAGES = ("latent", "stride 8", "stride 4", "tokens")
 
 
 def _pipeline(net):
+    """ConvTokenNetwork.forward cut at each resolution: inp -> blocks -> up[0:2] (stride 8),
+    up[2:4] (stride 4), up[4:6] (stride 2, the tokens); the ANR renders from those."""
     t = net.token_net
+    if not isinstance(t, ConvTokenNetwork):
+        # anr-v1's TokenNetwork has other stages: cutting it the same way would fit the wrong thing.
+        raise SystemExit("stage fits need the conv-token design (anr-v2)")
     return [lambda y: t.up[:2](t.blocks(t.inp(y))), t.up[2:4], t.up[4:6]]
 
 

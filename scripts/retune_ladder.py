@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from compare_checkpoints import crops, load_checkpoint, summary  # noqa: E402
+from compare_checkpoints import crops, ladder_line, load_checkpoint, summary  # noqa: E402
 
 
 def parse_move(text: str) -> tuple[int, str]:
@@ -65,11 +65,6 @@ def retune(net, moves: list[tuple[int, str]]) -> None:
     net.config.lambdas = tuple(lambdas)
 
 
-def show(label: str, s: dict) -> None:
-    print(f"{label}: PSNR {' '.join(f'{v:.2f}' for v in s['psnr'])} | bpp {' '.join(f'{v:.3f}' for v in s['bpp'])}",
-          flush=True)
-
-
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("src", help="training checkpoint or exported model")
@@ -84,9 +79,10 @@ def main(argv=None) -> None:
     w, h = (int(v) for v in a.size.lower().split("x"))
     images = crops(a.data, w, h)
     net, step = load_checkpoint(a.src)
-    show(f"{a.src} (step {step})", summary(net, images))
+    print(f"{a.src} (step {step}): {ladder_line(summary(net, images))}", flush=True)
     retune(net, a.moves)
-    show("retuned " + " ".join(f"{q}={how}" for q, how in a.moves), summary(net, images))
+    moved = " ".join(f"{q}={how}" for q, how in a.moves)
+    print(f"retuned {moved}: {ladder_line(summary(net, images))}", flush=True)
     print("lambdas " + " ".join(f"{v:.4g}" for v in net.config.lambdas))
     if a.dst:
         src = torch.load(a.src, map_location="cpu", weights_only=True)

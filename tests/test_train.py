@@ -234,3 +234,40 @@ def test_grid_jitter_option_reaches_the_scale_1_render_only():
     assert seen == [("grid", True), ("points", True), ("grid", False), ("points", True)]
     assert train.parse_args(["--no-grid-jitter"]).grid_jitter is False
     assert train.parse_args([]).grid_jitter is True
+
+
+def test_cell_fraction_supervises_the_rendered_cells_own_pixels():
+    """The cells rendered and the pixels they are compared with must be the same ones: fed its
+    own full render as the target, a share of the cells matches it exactly."""
+    from anr_codec.model import AnrModel, ModelConfig
+    net = AnrModel(ModelConfig.from_dict(train.parse_config(TINY)))
+    loss = train.RDLoss(net, grid_jitter=False, cell_fraction=0.3)
+    tokens = torch.randn(2, net.anr.token_dim, 6, 5)
+    with torch.no_grad():
+        full = net.anr.render_grid(tokens, 1)                    # (2, 3, 6 st, 5 st)
+        pred, target = loss._some_cells(tokens, full)
+    st = net.token_stride
+    assert pred.shape == target.shape == (2, round(0.3 * 30), st * st, 3)
+    torch.testing.assert_close(pred, target, rtol=1e-5, atol=1e-5)
+    # ... and a different image gives a different loss (the targets come from x, not the render).
+    assert not torch.allclose(pred, loss._some_cells(tokens, torch.rand_like(full))[1])
+
+
+def test_cell_fraction_trains_and_is_checked(data_dir, tmp_path):
+    seen = []
+    from anr_codec.anr import ANRDecoder
+    orig = ANRDecoder.render_cells
+    ANRDecoder.render_cells = lambda self, t, c: (seen.append(c.numel()), orig(self, t, c))[1]
+    try:
+        train.main(_args(data_dir, tmp_path, 2, "--config", TINY, "--sr-fraction", "0",
+                         "--no-grid-jitter", "--cell-fraction", "0.25"))
+    finally:
+        ANRDecoder.render_cells = orig
+    assert seen == [64, 64]          # 32x32 crops: 16x16 cells at stride 2, a quarter of them
+    assert (tmp_path / "run" / "last.pt").exists()
+    for bad in (["--cell-fraction", "0.5"], ["--cell-fraction", "0", "--no-grid-jitter"],
+                ["--cell-fraction", "1.5", "--no-grid-jitter"]):
+        with pytest.raises(SystemExit):
+            train.parse_args(bad)
+    with pytest.raises(ValueError):
+        train.RDLoss(None, grid_jitter=True, cell_fraction=0.5)

@@ -35,23 +35,16 @@ from .model import CONV_TOKENS, V1_DESIGN, AnrModel, ModelConfig
 class RDLoss(nn.Module):
     """Wraps the model so DistributedDataParallel sees one forward() for a whole batch."""
 
-    def __init__(self, model: AnrModel, grid_jitter: bool = True, cell_fraction: float = 1.0):
+    def __init__(self, model: AnrModel, grid_jitter: bool = True):
         super().__init__()
-        if cell_fraction < 1 and grid_jitter:
-            raise ValueError("a fraction of the cells is rendered at the pixel centres: it needs "
-                             "grid_jitter=False")
         self.model = model
         self.grid_jitter = grid_jitter
-        self.cell_fraction = cell_fraction
 
     def forward(self, x, qi, points=None):
         lam = torch.tensor(self.model.config.lambdas, device=x.device)[qi]
         tokens, bits = self.model.forward_train(x, qi)
         n_px = x.shape[-2] * x.shape[-1]
-        if points is None and self.cell_fraction < 1:
-            pred, target = self._some_cells(tokens, x)
-            mse = ((pred.float() - target) ** 2).flatten(1).mean(1)
-        elif points is None:
+        if points is None:
             x_hat = self.model.anr.render_grid(tokens, 1, jitter=self.grid_jitter)
             mse = ((x_hat.float() - x) ** 2).flatten(1).mean(1)
         else:
@@ -61,17 +54,6 @@ class RDLoss(nn.Module):
         bpp = bits / n_px
         loss = (lam * 255 ** 2 * mse + bpp).mean()
         return loss, mse.detach(), bpp.detach()
-
-    def _some_cells(self, tokens, x):
-        """Render a random share of the token cells (the same ones in every sample) and pick
-        their pixels from x -> (prediction, target), each (B, cells, stride^2, 3). The MSE
-        of a random share is unbiased, and the renderer, about half of a CPU step, shrinks
-        with it; the token network, where fidelity is lost, still runs on the whole crop."""
-        b, _, h, w = tokens.shape
-        st = self.model.token_stride
-        cells = torch.randperm(h * w, device=x.device)[: max(1, round(self.cell_fraction * h * w))]
-        target = x.view(b, 3, h, st, w, st).permute(0, 2, 4, 3, 5, 1).reshape(b, h * w, st * st, 3)
-        return self.model.anr.render_cells(tokens, cells), target[:, cells]
 
 
 def draw_step(sampler: CropSampler, batch: int, size: int, n_qualities: int,
@@ -138,9 +120,6 @@ def parse_args(argv=None):
     p.add_argument("--no-grid-jitter", dest="grid_jitter", action="store_false",
                    help="query scale-1 batches at the pixel centres (super-resolution batches keep "
                         "the variational coordinates)")
-    p.add_argument("--cell-fraction", type=float, default=1.0,
-                   help="render and supervise this random share of the token cells in scale-1 "
-                        "batches (with --no-grid-jitter): cheaper steps, an unbiased MSE")
     p.add_argument("--clip", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--log-every", type=int, default=100)
@@ -161,10 +140,6 @@ def parse_args(argv=None):
         # A time budget alone decides: a fixed default count would stop at once when the
         # weights started from (the shipped model, say) are already past it.
         args.steps = math.inf if args.minutes else 100_000
-    if not 0 < args.cell_fraction <= 1:
-        p.error("--cell-fraction must lie in (0, 1]")
-    if args.cell_fraction < 1 and args.grid_jitter:
-        p.error("--cell-fraction renders at the pixel centres: add --no-grid-jitter")
     return args
 
 
@@ -260,7 +235,6 @@ def main(argv=None) -> None:
         # The compiled functions sit on the instance, so weights and checkpoints are unchanged.
         model.anr.render_grid = torch.compile(model.anr.render_grid)
         model.anr.render_points = torch.compile(model.anr.render_points)
-        model.anr.render_cells = torch.compile(model.anr.render_cells)
 
     aux_params = [p for n, p in model.named_parameters() if n.endswith("quantiles")]
     main_params = [p for n, p in model.named_parameters() if not n.endswith("quantiles")]
@@ -285,7 +259,7 @@ def main(argv=None) -> None:
         raise SystemExit(f"nothing to train: the weights are at step {step} and --steps is "
                          f"{args.steps}; raise --steps (it counts the steps already done)")
 
-    loss_mod = RDLoss(model, args.grid_jitter, args.cell_fraction)
+    loss_mod = RDLoss(model, args.grid_jitter)
     if distributed:
         # The priors' quantiles learn only from the auxiliary loss, outside DDP's forward:
         # DDP must not reduce them; their gradients are averaged by hand below.

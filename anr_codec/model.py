@@ -51,7 +51,7 @@ class ModelConfig:
     dec_width: int = 192
     dec_depth: int = 1
     token_dim: int = 64
-    token_res8: int = 0     # anr-v1: residual conv blocks in the token network at stride 8
+    token_res8: int = 0     # residual conv blocks in the token network at stride 8
     token_res4: int = 0     # ... and at stride 4 (data-token resolution)
     mlp_hidden: int = 64
     heads: int = 4
@@ -92,8 +92,10 @@ class AnrModel(nn.Module):
             self.token_net = TokenNetwork(c.latent_channels, c.dec_width, c.dec_depth, c.heads, c.token_dim,
                                           c.token_res8, c.token_res4)
         elif c.synthesis == "gdn":
+            if c.token_res4:
+                raise ValueError("the gdn token network grows at stride 8 only (token_res8)")
             self.token_net = ConvTokenNetwork(c.latent_channels, c.dec_width, c.dec_depth, c.heads,
-                                              c.token_dim, c.synth_channels)
+                                              c.token_dim, c.synth_channels, c.token_res8)
         else:
             raise ValueError(f"unknown token network {c.synthesis!r}")
         self.anr = ANRDecoder(c.token_dim, c.heads, c.mlp_hidden, c.n_freqs, c.max_freq, c.threshold,

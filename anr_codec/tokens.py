@@ -12,6 +12,8 @@ to it. Two designs:
 - `ConvTokenNetwork`: three sub-pixel 3x3 convolutions with inverse GDN, the synthesis
   transform of Ballé et al.'s codecs minus its last layer, to tokens at stride 2. The
   ANR decoder takes the place of that last layer, so any output resolution remains.
+  Optional residual conv blocks at stride 8 grow it where the stage fits place the loss of
+  fidelity (docs/training-notes.md), again starting as the identity.
 """
 
 from __future__ import annotations
@@ -27,12 +29,13 @@ TOKEN_STRIDE = 4  # of TokenNetwork
 
 
 class ResidualConv(nn.Module):
-    """x + conv3x3(GELU(conv3x3(x))) with a 2x wider middle; zero-initialised output."""
+    """x + conv3x3(GELU(conv3x3(x))) with an `expand` x wider middle; zero-initialised output."""
 
-    def __init__(self, channels: int):
+    def __init__(self, channels: int, expand: int = 2):
         super().__init__()
-        self.body = nn.Sequential(nn.Conv2d(channels, 2 * channels, 3, padding=1), nn.GELU(),
-                                  nn.Conv2d(2 * channels, channels, 3, padding=1))
+        mid = expand * channels
+        self.body = nn.Sequential(nn.Conv2d(channels, mid, 3, padding=1), nn.GELU(),
+                                  nn.Conv2d(mid, channels, 3, padding=1))
         nn.init.zeros_(self.body[2].weight)
         nn.init.zeros_(self.body[2].bias)
 
@@ -77,7 +80,7 @@ class ConvTokenNetwork(nn.Module):
     stride = 2
 
     def __init__(self, latent_channels: int = 192, width: int = 192, depth: int = 1, heads: int = 4,
-                 token_dim: int = 64, channels: int = 128):
+                 token_dim: int = 64, channels: int = 128, res8: int = 0):
         super().__init__()
         self.inp = nn.Conv2d(latent_channels, width, 1)
         self.blocks = nn.Sequential(*[TransformerBlock(width, heads) for _ in range(depth)])
@@ -86,9 +89,12 @@ class ConvTokenNetwork(nn.Module):
             subpel_conv(channels, channels), GDN(channels, inverse=True),     # stride 4
             subpel_conv(channels, token_dim), GDN(token_dim, inverse=True),   # stride 2
         )
+        # Middle no wider than the input: one block costs ~4,600 MAC per output pixel.
+        self.res8 = nn.Sequential(*[ResidualConv(channels, expand=1) for _ in range(res8)])
         # Reach in latent rows: 2 per 5x5 attention block; each 3x3 conv reaches one row
-        # of its input grid: 1 + 1/2 + 1/4 latent rows.
-        self.margin = 2 * depth + 2
+        # of its input grid: 1 + 1/2 + 1/4 latent rows, plus 2 x 1/2 per residual block.
+        self.margin = 2 * depth + math.ceil(1.75 + res8)
 
     def forward(self, y_hat: torch.Tensor) -> torch.Tensor:
-        return self.up(self.blocks(self.inp(y_hat)))
+        h = self.up[:2](self.blocks(self.inp(y_hat)))   # stride 8, after its inverse GDN
+        return self.up[2:](self.res8(h))

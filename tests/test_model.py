@@ -172,6 +172,38 @@ def test_tiles_of_the_conv_design_need_exactly_their_margins(monkeypatch):
             (errs, shorts)
 
 
+def test_residual_blocks_grow_the_conv_token_network_from_the_identity(monkeypatch):
+    """token_res8 on the conv design: loading the smaller model's weights gives the same
+    tokens until training moves the blocks; tiles stay exact with the margin it declares
+    (one row less is visibly wrong); the decoder stays within its per-pixel budget."""
+    from anr_codec import tiling
+    torch.manual_seed(0)
+    small = AnrModel(conv_config()).eval()
+    big = AnrModel(conv_config(token_res8=1)).eval()
+    result = big.load_state_dict(small.state_dict(), strict=False)
+    assert result.unexpected_keys == [] and all(".res8." in k for k in result.missing_keys)
+    y = torch.randn(1, 192, 23, 19)
+    with torch.no_grad():
+        assert torch.equal(small.tokens(y, 2), big.tokens(y, 2))
+        for p in big.token_net.res8.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+        ref = big.tokens(y, 1)
+        assert (small.tokens(y, 1) - ref).abs().max() > 1e-3
+        assert big.token_net.margin == 5
+        monkeypatch.setattr(tiling, "NET_SINGLE", 0)
+        monkeypatch.setattr(tiling, "NET_TILE", 6)
+        err = (tiling.tokens(big, y[0], 1) - ref).abs().max()
+        big.token_net.margin -= 1
+        short = (tiling.tokens(big, y[0], 1) - ref).abs().max()
+        assert err < 1e-4 * ref.abs().max() and short > 100 * err, (err, short)
+        with FlopCounterMode(display=False) as fc:
+            img = big.anr.render_grid(big.tokens(torch.zeros(1, 192, 8, 12), 0), 1)
+    macs = fc.get_total_flops() / 2 / (img.shape[-1] * img.shape[-2])
+    assert macs < 60_000, macs   # measured 59.0k
+    with pytest.raises(ValueError):
+        AnrModel(conv_config(token_res4=1))
+
+
 def test_per_neighbour_values_grow_a_trained_decoder_without_changing_it():
     """`offset_values` on a model whose weights lack them (loaded non-strict, as `--init`
     does) renders exactly what the model did; once the corrections move, neighbours differ."""

@@ -26,7 +26,7 @@ from PIL import Image
 from capacity import load_crop, quantisation_table
 
 from anr_codec.detail import upscale
-from anr_codec.metrics import psnr_from_mse, psnr_y
+from anr_codec.metrics import bd_psnr, bd_rate, psnr_from_mse, psnr_y
 from anr_codec.model import AnrModel, ModelConfig
 from anr_codec.tiling import to_uint8
 
@@ -66,6 +66,15 @@ def ladder_line(s: dict) -> str:
     return f"PSNR {' '.join(f'{v:.2f}' for v in s['psnr'])} | bpp {' '.join(f'{v:.3f}' for v in s['bpp'])}"
 
 
+def curve_shift(anchor: dict, test: dict) -> str:
+    """BD-rate and BD-PSNR of one summary's ladder against another's (n/a where a ladder
+    is not monotone or the two do not overlap in rate)."""
+    rate = bd_rate(anchor["bpp"], anchor["psnr"], test["bpp"], test["psnr"])
+    gain = bd_psnr(anchor["bpp"], anchor["psnr"], test["bpp"], test["psnr"])
+    return (f"BD-rate {'n/a' if rate is None else f'{rate:+.2f} %'}, "
+            f"BD-PSNR {'n/a' if gain is None else f'{gain:+.3f} dB'}")
+
+
 def sr_summary(net: AnrModel, images: list[torch.Tensor], scales=(2, 4)) -> dict:
     """scale -> (mean Y-PSNR decoded at the scale, mean Y-PSNR decoded at x1 + bicubic)."""
     qi = net.n_qualities - 1
@@ -100,10 +109,15 @@ def main(argv=None) -> None:
     images = crops(args.data, w, h)
     print(f"{len(images)} crops of {w}x{h} from {args.data}")
     sr_images = [load_crop(str(f), 256, 256) for f in paths(args.data)] if args.sr else []
+    first = None
     for path in args.checkpoints:
         net, step = load_checkpoint(path)
         s = summary(net, images)
         print(f"{path} (step {step}): {ladder_line(s)} | mean RD loss {s['mean_loss']:.3f}", flush=True)
+        if first is None:
+            first = s
+        else:
+            print("  against the first: " + curve_shift(first, s), flush=True)
         if args.sr:
             print("  SR at the top quality, Y-PSNR at scale / x1 + bicubic: " + ", ".join(
                 f"x{k} {a:.2f} / {b:.2f} ({a - b:+.2f})" for k, (a, b) in sr_summary(net, sr_images).items()), flush=True)

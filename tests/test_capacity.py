@@ -68,7 +68,22 @@ def test_compare_checkpoints_reports_each_checkpoint(tmp_path, capsys):
     ckpt = tmp_path / "m.pt"
     net = AnrModel(ModelConfig(**V1_DESIGN))
     torch.save({"config": net.config.to_dict(), "model": net.state_dict(), "step": 7}, ckpt)
-    compare_checkpoints.main([str(ckpt), "--data", str(tmp_path), "--size", "32x32"])
+    compare_checkpoints.main([str(ckpt), str(ckpt), "--data", str(tmp_path), "--size", "32x32"])
     out = capsys.readouterr().out
-    assert "2 crops of 32x32" in out and "(step 7)" in out
+    assert "2 crops of 32x32" in out and out.count("(step 7)") == 2
     assert len(out.split("| bpp")[1].split("|")[0].split()) == 7   # one bpp per quality
+    assert out.count("against the first") == 1
+
+
+def test_curve_shift_reads_a_curve_moved_up_as_a_gain():
+    from compare_checkpoints import curve_shift
+
+    anchor = {"bpp": [0.2, 0.3, 0.5, 0.8], "psnr": [26.0, 27.0, 28.0, 29.0]}
+    assert curve_shift(anchor, anchor) == "BD-rate +0.00 %, BD-PSNR +0.000 dB"
+    up = {"bpp": anchor["bpp"], "psnr": [v + 0.2 for v in anchor["psnr"]]}
+    rate, gain = curve_shift(anchor, up).split(", ")
+    assert rate.startswith("BD-rate -") and gain == "BD-PSNR +0.200 dB"
+    # Its own points at twice the rate: the same PSNR costs 100 % more.
+    assert curve_shift(anchor, {"bpp": [2 * v for v in anchor["bpp"]], "psnr": anchor["psnr"]}).startswith(
+        "BD-rate +100.00 %")
+    assert curve_shift(anchor, {"bpp": [2.0, 3.0], "psnr": [40.0, 41.0]}) == "BD-rate n/a, BD-PSNR n/a"

@@ -2,9 +2,9 @@
 
     python scripts/revive_channels.py IN.pt OUT.pt [--count 32]
 
-Why: in the variable-rate model most of the 128 latent channels collapse early in training
-(the low-lambda qualities pay for every bit): at the highest quality only ~25 carry
-symbols, and decoding the *unrounded* latent is no better than the rounded one. Quality
+Why: in the variable-rate model most latent channels collapse early in training (the
+low-lambda qualities pay for every bit): at the highest quality only ~25 of anr-v1's 128
+carry symbols (~50 of anr-v2's 192), and decoding the *unrounded* latent is no better than the rounded one. Quality
 then stops rising with rate. A collapsed channel cannot recover by itself: its symbols are
 always the prior's median, so the token network sees a constant and gives the encoder no
 gradient to make it vary.
@@ -17,7 +17,9 @@ For each revived channel this script
   donor's do from the first step (a blank prior would charge ~0.7 bpp more at first);
 - gives the token network small random input weights for it, folding what the old
   constant input contributed into the bias, so the decoder starts where it was and
-  learns to use the new input.
+  learns to use the new input;
+- with a hyperprior (anr-v2) instead of factorized priors: h_a stops reading it (z stays
+  what it was) and h_s predicts it the donor's mean and spread (hyperprior_for_revived).
 Check the result with benchmarks/compare_checkpoints.py after training on from it.
 
 Tried on anr-v1 at 53,829 steps (16 channels, `--coupling 1.0`, then the CPU recipe of the
@@ -27,7 +29,8 @@ and the rate term collapsed the revived channels again (their spread at the top 
 3.6 -> 0.65 symbols); with `--coupling 0.1` they collapsed faster. So for that model the
 token network, not the number of live channels, limits quality (as benchmarks/capacity.py
 says: fitting the latent directly gains little). Worth retrying once the token network
-has grown.
+has grown: anr-v2's conv token network is that, and its stage fits place the loss of
+fidelity in its first stage, the one that reads the latent (docs/training-notes.md).
 """
 
 from __future__ import annotations
@@ -59,7 +62,7 @@ def revive(net, images: list[torch.Tensor], count: int, max_spread: float = 8.0,
     g = torch.Generator().manual_seed(seed)
     mean, std = channel_stats(net, images)
     top = net.n_qualities - 1
-    spread = std * net.gain(top).detach()  # symbol spread at the highest quality
+    spread = std * net.gain(top).detach()  # value spread at the highest quality
     live = spread >= 0.5
     dead = torch.nonzero(~live).flatten()
     chosen = dead[torch.argsort(spread[dead])][:count].tolist()  # the most collapsed first
@@ -87,14 +90,36 @@ def revive(net, images: list[torch.Tensor], count: int, max_spread: float = 8.0,
             head.bias[c] = mean[d] - a * new_mean[c]
             inp.weight[:, c] /= a  # the token network's view of the channel keeps its size
             net.log_gain[:, c] = net.log_gain[:, d]
-        for q in range(net.n_qualities):
-            prior_state = net.priors[q].state_dict()
+        for prior in net.priors:   # per-quality factorized priors (none with a hyperprior)
+            prior_state = prior.state_dict()
             for t in prior_state.values():
                 if t.dim() and t.shape[0] == net.config.latent_channels:
                     for c, d in pairs:
                         t[c] = t[d]
-            net.priors[q].load_state_dict(prior_state)
+            prior.load_state_dict(prior_state)
+        if net.hyper is not None:
+            hyperprior_for_revived(net.hyper, mean, chosen, pairs, std)
     return chosen
+
+
+def hyperprior_for_revived(hyper, old_mean: torch.Tensor, chosen: list[int], pairs: list[tuple[int, int]],
+                           std: torch.Tensor) -> None:
+    """A hyperprior's view of the revived channels, in place (the analogue of copying a
+    factorized prior): h_a stops reading them (their old constant is folded into its bias,
+    so z stays what it was), and h_s predicts each one a fixed mean and scale, its donor's
+    mean and spread, until training teaches both to read and predict the new features.
+    (Without this h_s keeps predicting the collapsed channel: a scale at the floor, and a
+    varying channel coded against it costs tens of bits per symbol.)"""
+    first, last = hyper.h_a[0], hyper.h_s[-1]
+    n = last.out_channels // 2   # h_s gives the means, then the log scales
+    for c in chosen:
+        first.bias += first.weight[:, c].sum((1, 2)) * old_mean[c]
+        first.weight[:, c] = 0.0
+    for c, d in pairs:
+        last.weight[c] = 0.0
+        last.bias[c] = old_mean[d]
+        last.weight[n + c] = 0.0
+        last.bias[n + c] = std[d].clamp_min(1e-6).log()
 
 
 def main() -> None:

@@ -62,3 +62,41 @@ def test_nothing_to_revive():
     with torch.no_grad():
         net.encoder.head[1].weight.normal_()  # every channel alive
     assert revive_channels.revive(net, [torch.rand(1, 3, 32, 32)], count=4) == []
+
+
+def test_hyperprior_codes_revived_channels_like_their_donors():
+    """With a hyperprior, h_a stops reading a revived channel (z stays what it was) and h_s
+    predicts it its donor's mean and spread, so its symbols cost a sane number of bits."""
+    torch.manual_seed(0)
+    net = AnrModel(ModelConfig(latent_channels=8, enc_width=32, stem_channels=16, synth_channels=16,
+                               hyper_channels=8, dec_width=32, token_dim=16, mlp_hidden=16,
+                               lambdas=(0.01, 0.1))).eval()
+    with torch.no_grad():
+        net.log_gain.fill_(2.0)
+        head = net.encoder.head[1]
+        head.weight.mul_(10.0)
+        for c in DEAD:
+            head.weight[c] = 0.0
+            head.bias[c] = 0.3
+    images = [torch.rand(1, 3, 128, 128)]
+    x = images[0]
+    with torch.no_grad():
+        z_before = net.hyper.h_a(net.encoder(x))
+    chosen = revive_channels.revive(net, images, count=2, max_spread=1e9)
+    assert len(chosen) == 2
+    mean, std = revive_channels.channel_stats(net, images)
+    with torch.no_grad():
+        y = net.encoder(x)
+        z_after = net.hyper.h_a(y)
+        # Away from the zero-padded border, z has not moved.
+        assert torch.allclose(z_after[..., 1:-1, 1:-1], z_before[..., 1:-1, 1:-1], atol=1e-4)
+        pred_mean, pred_log_scale = net.hyper.h_s(torch.randn_like(z_after)).chunk(2, dim=1)
+        m_q, ls_q = net.hyper.params(z_after, net.log_gain[1], y.shape[-2:])
+    for c in chosen:
+        assert torch.allclose(pred_mean[:, c], mean[c].expand_as(pred_mean[:, c]), atol=1e-5)
+        assert torch.allclose(pred_log_scale[:, c].exp(), std[c].expand_as(pred_log_scale[:, c]), rtol=1e-3)
+        # Each symbol costs about a Gaussian of that spread (a few bits), not the tens a
+        # scale at the floor would charge.
+        y_q = y[:, c] * net.gain(1)[c]
+        lik = net.hyper.likelihood(torch.round(y_q - m_q[:, c]) + m_q[:, c], m_q[:, c], ls_q[:, c])
+        assert 0.5 < -torch.log2(lik).mean() < 8

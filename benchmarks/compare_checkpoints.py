@@ -1,12 +1,19 @@
 """Pick between training checkpoints without looking at Kodak.
 
     python benchmarks/compare_checkpoints.py A.pt B.pt ... [--data ../shared/data/train]
+    python benchmarks/compare_checkpoints.py A.pt B.pt ... --faces ../shared/data/faces/celeba_89x109
 
 Every checkpoint codes the same fixed centre crops of training images (every 4th
 Wikipedia PNG and every 20th BSDS500 test JPEG, 10 of each) with real rounding and no
-coordinate jitter. Printed per checkpoint: PSNR (of the mean MSE) and estimated bpp
-(from the prior's likelihoods) at every quality, and the mean RD loss
-lambda * 255^2 * MSE + bpp over the qualities, the quantity training minimises. With
+coordinate jitter. With `--faces`, it codes images no training run has seen instead: 20
+mosaics of 4 x 3 CelebA faces (352x320 after the centre crop), which tell a gain that
+carries over to new images from one that only fits the training set. Printed per
+checkpoint: PSNR (of the mean MSE) and estimated bpp (from the prior's likelihoods) at
+every quality, the mean RD loss lambda * 255^2 * MSE + bpp over the qualities (the
+quantity training minimises), and, from the second checkpoint on, BD-rate and BD-PSNR
+against the first. The RD loss is dominated by the top qualities' large lambdas, so it
+also rewards a move along the curve there (more bits for more PSNR); BD-rate asks
+whether the curve itself moved, which is what Kodak's BD-rate will ask. With
 `--sr`, also super-resolution at the top quality on 256x256 centre crops of the same
 images, as `anrc eval-sr` measures it (Pillow-bicubic LR, Y-PSNR with the border shaved):
 decoded straight at x2 / x4 against decoded at x1 and upscaled bicubically. Kodak and the
@@ -26,6 +33,7 @@ from PIL import Image
 from capacity import load_crop, quantisation_table
 
 from anr_codec.detail import upscale
+from anr_codec.images import centre_crop16
 from anr_codec.metrics import bd_psnr, bd_rate, psnr_from_mse, psnr_y
 from anr_codec.model import AnrModel, ModelConfig
 from anr_codec.tiling import to_uint8
@@ -43,6 +51,25 @@ def paths(data: Path) -> list[Path]:
 
 def crops(data: Path, width: int, height: int) -> list[torch.Tensor]:
     return [load_crop(str(p), width, height) for p in paths(data)]
+
+
+FACE_GRID = (4, 3)   # faces per mosaic row, rows
+
+
+def face_mosaics(folder: Path, count: int = 20) -> list[torch.Tensor]:
+    """`count` mosaics of 4 x 3 same-size faces (the first 12 * count files in name order),
+    centre-cropped to multiples of 16, as (1, 3, H, W) in [0, 1]."""
+    cols, rows = FACE_GRID
+    files = sorted(folder.glob("*.jpg"))[:cols * rows * count]
+    if len(files) < cols * rows * count:
+        raise SystemExit(f"{folder}: {len(files)} faces (*.jpg), {cols * rows * count} needed")
+    out = []
+    for m in range(count):
+        faces = [np.array(Image.open(f).convert("RGB")) for f in files[m * cols * rows:(m + 1) * cols * rows]]
+        grid = np.concatenate([np.concatenate(faces[r * cols:(r + 1) * cols], 1) for r in range(rows)], 0)
+        img = centre_crop16(Image.fromarray(grid), grid.shape[1], grid.shape[0])
+        out.append(torch.from_numpy(np.array(img)).permute(2, 0, 1)[None].float() / 255)
+    return out
 
 
 def load_checkpoint(path: str) -> tuple[AnrModel, int | None]:
@@ -103,11 +130,16 @@ def main(argv=None) -> None:
     p.add_argument("checkpoints", nargs="+", help="training checkpoints or exported models (.pt)")
     p.add_argument("--data", type=Path, default=Path("../shared/data/train"))
     p.add_argument("--size", default="384x320", help="centre crop WxH")
+    p.add_argument("--faces", type=Path, help="code mosaics of these unseen faces instead (--size unused)")
     p.add_argument("--sr", action="store_true", help="also compare super-resolution (x2, x4)")
     args = p.parse_args(argv)
     w, h = (int(v) for v in args.size.lower().split("x"))
-    images = crops(args.data, w, h)
-    print(f"{len(images)} crops of {w}x{h} from {args.data}")
+    if args.faces:
+        images = face_mosaics(args.faces)
+        print(f"{len(images)} mosaics of {FACE_GRID[0]} x {FACE_GRID[1]} faces from {args.faces}")
+    else:
+        images = crops(args.data, w, h)
+        print(f"{len(images)} crops of {w}x{h} from {args.data}")
     sr_images = [load_crop(str(f), 256, 256) for f in paths(args.data)] if args.sr else []
     first = None
     for path in args.checkpoints:

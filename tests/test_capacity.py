@@ -87,3 +87,19 @@ def test_curve_shift_reads_a_curve_moved_up_as_a_gain():
     assert curve_shift(anchor, {"bpp": [2 * v for v in anchor["bpp"]], "psnr": anchor["psnr"]}).startswith(
         "BD-rate +100.00 %")
     assert curve_shift(anchor, {"bpp": [2.0, 3.0], "psnr": [40.0, 41.0]}) == "BD-rate n/a, BD-PSNR n/a"
+
+
+def test_face_mosaics_tile_faces_in_name_order(tmp_path):
+    import pytest
+    from compare_checkpoints import face_mosaics
+
+    for i in range(24):   # face i is filled with the value 10 * i
+        Image.fromarray(np.full((109, 89, 3), 10 * i, np.uint8)).save(tmp_path / f"{i:06d}.jpg", quality=100)
+    a, b = face_mosaics(tmp_path, count=2)
+    assert a.shape == b.shape == (1, 3, 320, 352)   # 4 x 3 faces of 89x109, cut to 16s
+    px = (b[0, 0] * 255).round()
+    # Mosaic 2 holds faces 12-23: 12 top left, 15 top right, 20 bottom left.
+    assert abs(px[10, 10].item() - 120) <= 2 and abs(px[10, 340].item() - 150) <= 2
+    assert abs(px[310, 10].item() - 200) <= 2
+    with pytest.raises(SystemExit):
+        face_mosaics(tmp_path, count=3)

@@ -42,7 +42,12 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def load_crop(path: str, width: int, height: int) -> torch.Tensor:
     """Centre crop (multiples of 16) as (1, 3, H, W) in [0, 1]."""
-    img = centre_crop16(Image.open(path).convert("RGB"), width, height)
+    return crop_tensor(Image.open(path).convert("RGB"), width, height)
+
+
+def crop_tensor(img: Image.Image, width: int, height: int) -> torch.Tensor:
+    """An RGB image's centre crop (multiples of 16) as (1, 3, H, W) in [0, 1]."""
+    img = centre_crop16(img, width, height)
     return torch.from_numpy(np.array(img)).permute(2, 0, 1)[None].float() / 255
 
 

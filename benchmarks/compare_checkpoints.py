@@ -30,10 +30,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from capacity import load_crop, quantisation_table
+from capacity import crop_tensor, load_crop, quantisation_table
 
 from anr_codec.detail import upscale
-from anr_codec.images import centre_crop16
 from anr_codec.metrics import bd_psnr, bd_rate, psnr_from_mse, psnr_y
 from anr_codec.model import AnrModel, ModelConfig
 from anr_codec.tiling import to_uint8
@@ -67,8 +66,7 @@ def face_mosaics(folder: Path, count: int = 20) -> list[torch.Tensor]:
     for m in range(count):
         faces = [np.array(Image.open(f).convert("RGB")) for f in files[m * cols * rows:(m + 1) * cols * rows]]
         grid = np.concatenate([np.concatenate(faces[r * cols:(r + 1) * cols], 1) for r in range(rows)], 0)
-        img = centre_crop16(Image.fromarray(grid), grid.shape[1], grid.shape[0])
-        out.append(torch.from_numpy(np.array(img)).permute(2, 0, 1)[None].float() / 255)
+        out.append(crop_tensor(Image.fromarray(grid), grid.shape[1], grid.shape[0]))
     return out
 
 

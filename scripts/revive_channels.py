@@ -98,24 +98,24 @@ def revive(net, images: list[torch.Tensor], count: int, max_spread: float = 8.0,
                         t[c] = t[d]
             prior.load_state_dict(prior_state)
         if net.hyper is not None:
-            hyperprior_for_revived(net.hyper, mean, chosen, pairs, std)
+            hyperprior_for_revived(net.hyper, pairs, mean, std)
     return chosen
 
 
-def hyperprior_for_revived(hyper, old_mean: torch.Tensor, chosen: list[int], pairs: list[tuple[int, int]],
+def hyperprior_for_revived(hyper, pairs: list[tuple[int, int]], old_mean: torch.Tensor,
                            std: torch.Tensor) -> None:
     """A hyperprior's view of the revived channels, in place (the analogue of copying a
     factorized prior): h_a stops reading them (their old constant is folded into its bias,
     so z stays what it was), and h_s predicts each one a fixed mean and scale, its donor's
     mean and spread, until training teaches both to read and predict the new features.
     (Without this h_s keeps predicting the collapsed channel: a scale at the floor, and a
-    varying channel coded against it costs tens of bits per symbol.)"""
+    varying channel coded against it costs tens of bits per symbol.) `pairs` are
+    (revived, donor) channels; `old_mean` and `std` the channel statistics from before."""
     first, last = hyper.h_a[0], hyper.h_s[-1]
     n = last.out_channels // 2   # h_s gives the means, then the log scales
-    for c in chosen:
+    for c, d in pairs:
         first.bias += first.weight[:, c].sum((1, 2)) * old_mean[c]
         first.weight[:, c] = 0.0
-    for c, d in pairs:
         last.weight[c] = 0.0
         last.bias[c] = old_mean[d]
         last.weight[n + c] = 0.0

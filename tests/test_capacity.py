@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
@@ -91,7 +92,6 @@ def test_curve_shift_reads_a_curve_moved_up_as_a_gain():
 
 
 def test_face_mosaics_tile_faces_in_name_order(tmp_path):
-    import pytest
     from compare_checkpoints import face_mosaics
 
     for i in range(24):   # face i is filled with the value 10 * i

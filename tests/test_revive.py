@@ -14,10 +14,14 @@ import revive_channels  # noqa: E402
 DEAD = [1, 4, 6]
 
 
-def _model_with_dead_channels():
+SMALL = {"latent_channels": 8, "enc_width": 32, "dec_width": 32, "token_dim": 16, "mlp_hidden": 16,
+         "lambdas": (0.01, 0.1)}
+
+
+def _model_with_dead_channels(design=V1_DESIGN):
+    """A small model of `design` (anr-v1's by default; {} for anr-v2's, with a hyperprior)."""
     torch.manual_seed(0)
-    net = AnrModel(ModelConfig(**{**V1_DESIGN, "latent_channels": 8, "enc_width": 32, "dec_width": 32,
-                                  "token_dim": 16, "mlp_hidden": 16, "lambdas": (0.01, 0.1)})).eval()
+    net = AnrModel(ModelConfig(**{**design, **SMALL})).eval()
     with torch.no_grad():
         net.log_gain.fill_(2.0)  # live channels spread over several quantiser steps
         head = net.encoder.head[1]
@@ -67,17 +71,7 @@ def test_nothing_to_revive():
 def test_hyperprior_codes_revived_channels_like_their_donors():
     """With a hyperprior, h_a stops reading a revived channel (z stays what it was) and h_s
     predicts it its donor's mean and spread, so its symbols cost a sane number of bits."""
-    torch.manual_seed(0)
-    net = AnrModel(ModelConfig(latent_channels=8, enc_width=32, stem_channels=16, synth_channels=16,
-                               hyper_channels=8, dec_width=32, token_dim=16, mlp_hidden=16,
-                               lambdas=(0.01, 0.1))).eval()
-    with torch.no_grad():
-        net.log_gain.fill_(2.0)
-        head = net.encoder.head[1]
-        head.weight.mul_(10.0)
-        for c in DEAD:
-            head.weight[c] = 0.0
-            head.bias[c] = 0.3
+    net = _model_with_dead_channels({"stem_channels": 16, "synth_channels": 16, "hyper_channels": 8})
     images = [torch.rand(1, 3, 128, 128)]
     x = images[0]
     with torch.no_grad():

@@ -216,12 +216,7 @@ class Codec:
     def _dequantised(m: LoadedModel, f: AnrFile) -> torch.Tensor:
         """Entropy-decode a file's latent and check its symbols' CRC -> scaled latent (C, h, w)."""
         hd = f.header
-        if m.net.hyper is not None:
-            z_sym, symbols, means = m.coder(hd.quality).decode(f.payload, hd.latent_shape)
-            crc = hyper_checksum(z_sym, symbols)
-        else:
-            symbols = m.coder(hd.quality).decode(f.payload, hd.latent_shape)
-            means, crc = m.net.medians(hd.quality - 1)[:, None, None].cpu(), symbols_checksum(symbols)
+        symbols, means, crc = decode_symbols(m, hd.quality, f.payload, hd.latent_shape)
         if crc != hd.symbols_crc:
             raise AnrError("decoded symbols fail their checksum (corrupt data or a model mismatch)")
         return torch.from_numpy(symbols).float() + means
@@ -237,6 +232,16 @@ class Codec:
 
     def info(self, data) -> Header:
         return container.read_header(_read_bytes(data))
+
+
+def decode_symbols(m: LoadedModel, quality: int, payload: bytes, shape: tuple[int, int, int]):
+    """Entropy-decode a payload with either design's coder -> (latent symbols (C, h, w) int32,
+    the means they are offsets from, the CRC a header must carry for them)."""
+    if m.net.hyper is not None:
+        z_sym, symbols, means = m.coder(quality).decode(payload, shape)
+        return symbols, means, hyper_checksum(z_sym, symbols)
+    symbols = m.coder(quality).decode(payload, shape)
+    return symbols, m.net.medians(quality - 1)[:, None, None].cpu(), symbols_checksum(symbols)
 
 
 def hyper_checksum(z_symbols: np.ndarray, symbols: np.ndarray) -> int:

@@ -28,7 +28,7 @@ from .model import AnrModel, ModelConfig
 
 FORMAT_TAG = "anr-codec-model/3"   # /3 may carry a hyperprior, /2 context tables; /1 and /2 still load
 READ_TAGS = ("anr-codec-model/1", "anr-codec-model/2", FORMAT_TAG)
-DEFAULT_MODEL = "anr-v1"
+DEFAULT_MODEL = "anr-v2"
 
 
 def pretrained_dir() -> Path:

@@ -432,7 +432,7 @@ def s_chunk_type(rng, chunks, ctx):
 def s_forge_symbols_crc(rng, chunks, ctx):
     """Decode the (mutated) payload ourselves and write its CRC into the header: the file
     then passes every check up to the networks, which must cope with garbage symbols."""
-    from anr_codec.entropy import symbols_checksum
+    from anr_codec.codec import decode_symbols
     c, latn = _head(chunks), _find(chunks, b"LATN")
     codec = ctx.get("codec")
     if c is None or not latn or codec is None:
@@ -441,10 +441,10 @@ def s_forge_symbols_crc(rng, chunks, ctx):
     if lh * lw * 16 * 16 > 4 * FUZZ_MAX_PIXELS or not 1 <= q <= len(codec.qualities()):
         return
     try:
-        sym = codec.model.coder(q).decode(latn[0][1], (lc, lh, lw))
+        crc = decode_symbols(codec.model, q, latn[0][1], (lc, lh, lw))[2]
     except Exception:  # noqa: BLE001 - any refusal: nothing to forge
         return
-    _set_head(c, crc=symbols_checksum(sym))
+    _set_head(c, crc=crc)
 
 
 RAW = [m_bitflip, m_byteset, m_truncate, m_insert, m_delete, m_dup_range, m_random, m_splice, m_length_field]

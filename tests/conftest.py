@@ -22,6 +22,20 @@ def codec():
 
 
 @pytest.fixture(scope="session")
+def v1_codec():
+    """anr-v1 (factorized prior with context tables) is still shipped and its files still
+    decode: tests of its own tables pin it, tests of both designs take `each_design`."""
+    from anr_codec import Codec
+    return Codec(quality=3, device="cpu", model="anr-v1")
+
+
+@pytest.fixture(params=["default", "anr-v1"])
+def each_design(request, codec, v1_codec):
+    """The default (hyperprior) model, then anr-v1's factorized/context coding."""
+    return codec if request.param == "default" else v1_codec
+
+
+@pytest.fixture(scope="session")
 def sample_anr(codec):
     """One encoded 96x64 image shared by tests that only need a valid file."""
     return codec.encode(smooth_image(96, 64))

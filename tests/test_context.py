@@ -99,9 +99,9 @@ def test_escape_inside_the_window_is_corrupt(tables):
 
 
 
-def test_shipped_model_codes_with_contexts(codec):
-    """The shipped model carries context tables, and its files round-trip through them."""
-    coder = codec.model.coder(codec.qualities()[-1])
+def test_shipped_model_codes_with_contexts(v1_codec):
+    """anr-v1 carries context tables, and its files round-trip through them."""
+    coder = v1_codec.model.coder(v1_codec.qualities()[-1])
     assert isinstance(coder, ContextCoder)
     s = clustered(5, (coder.channels, 5, 7))
     np.testing.assert_array_equal(coder.decode(coder.encode(s), s.shape), s)

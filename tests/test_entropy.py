@@ -85,9 +85,9 @@ def test_length_bound_admits_the_cheapest_honest_streams(any_coder, shape):
         np.testing.assert_array_equal(any_coder.decode(data, shape), s)
 
 
-def test_length_bound_with_the_shipped_tables(codec):
-    for q in (1, codec.qualities()[-1]):
-        coder = codec.model.coder(q)
+def test_length_bound_with_the_shipped_tables(v1_codec):
+    for q in (1, v1_codec.qualities()[-1]):
+        coder = v1_codec.model.coder(q)
         shape = (coder.channels, 4, 7)
         s = _most_probable(coder, shape)
         data = coder.encode(s)

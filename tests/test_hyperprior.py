@@ -190,3 +190,21 @@ def test_hyper_coder_mutated_payloads_fail_cleanly(hyper):
         except AnrError:
             outcomes.add("refused")
     assert "refused" in outcomes
+
+
+def test_length_bound_with_the_shipped_hyperprior_tables(codec):
+    """The cheapest honest stream of the default (hyperprior) model, z's most probable symbols
+    and every latent symbol at its Gaussian's mean, is never refused as too short."""
+    assert codec.model.net.hyper is not None
+    for q in (1, codec.qualities()[-1]):
+        coder = codec.model.coder(q)
+        shape = (coder.channels, 4, 7)
+        zc = coder.z
+        best = np.array([zc.lo[c] + int(np.argmin(zc.bits[c][:-1])) for c in range(zc.channels)], np.int32)
+        z = np.broadcast_to(best[:, None, None], z_shape(shape, zc.channels)).copy()
+        _, idx = coder.means_and_indices(z, shape[1:])
+        y = np.zeros(shape, np.int32)
+        data = coder.encode(z, y, idx)
+        assert coder.min_payload_bytes(shape) <= len(data)
+        z2, y2, _ = coder.decode(data, shape)
+        assert np.array_equal(z, z2) and np.array_equal(y, y2)

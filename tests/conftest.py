@@ -15,6 +15,17 @@ def smooth_image(w: int, h: int, seed: int = 0) -> np.ndarray:
     return np.clip(base + rng.normal(0, 6, base.shape), 0, 255).astype(np.uint8)
 
 
+def most_probable(coder, shape: tuple[int, int, int]) -> np.ndarray:
+    """A cheapest latent: every symbol the most probable of its channel's table (for the
+    context coder, of its first context: all-equal symbols keep the contexts low)."""
+    from anr_codec.context import WINDOW, ContextCoder
+    if isinstance(coder, ContextCoder):
+        best = (coder.probs[:, 0].argmax(-1) - WINDOW).astype(np.int32)
+    else:
+        best = np.array([coder.lo[c] + int(np.argmin(coder.bits[c][:-1])) for c in range(shape[0])], np.int32)
+    return np.broadcast_to(best[:, None, None], shape).copy()
+
+
 @pytest.fixture(scope="session")
 def codec():
     from anr_codec import Codec
@@ -29,7 +40,7 @@ def v1_codec():
     return Codec(quality=3, device="cpu", model="anr-v1")
 
 
-@pytest.fixture(params=["default", "anr-v1"])
+@pytest.fixture(scope="module", params=["default", "anr-v1"])
 def each_design(request, codec, v1_codec):
     """The default (hyperprior) model, then anr-v1's factorized/context coding."""
     return codec if request.param == "default" else v1_codec

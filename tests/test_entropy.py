@@ -4,7 +4,8 @@ import torch
 from compressai.entropy_models import EntropyBottleneck
 
 from anr_codec import AnrError
-from anr_codec.context import WINDOW, ContextCoder, build_context_tables, count_contexts
+from anr_codec.context import ContextCoder, build_context_tables, count_contexts
+from conftest import most_probable
 from anr_codec.entropy import PRECISION, SYMBOL_LIMIT, SymbolCoder, build_tables, quantize_pmf, symbols_checksum
 
 
@@ -66,19 +67,9 @@ def test_bad_table_is_refused():
         SymbolCoder(t)
 
 
-def _most_probable(coder, shape):
-    """A cheapest latent: every symbol the most probable of its channel's table (for the
-    context coder, of its first context: all-equal symbols keep the contexts low)."""
-    if isinstance(coder, ContextCoder):
-        best = (coder.probs[:, 0].argmax(-1) - WINDOW).astype(np.int32)
-    else:
-        best = np.array([coder.lo[c] + int(np.argmin(coder.bits[c][:-1])) for c in range(shape[0])], np.int32)
-    return np.broadcast_to(best[:, None, None], shape).copy()
-
-
 @pytest.mark.parametrize("shape", [(6, 1, 1), (6, 3, 5), (6, 40, 60)])
 def test_length_bound_admits_the_cheapest_honest_streams(any_coder, shape):
-    for s in (_most_probable(any_coder, shape),
+    for s in (most_probable(any_coder, shape),
               np.random.default_rng(4).integers(-2, 3, shape).astype(np.int32)):
         data = any_coder.encode(s)
         assert len(data) >= any_coder.min_payload_bytes(shape)
@@ -89,7 +80,7 @@ def test_length_bound_with_the_shipped_tables(v1_codec):
     for q in (1, v1_codec.qualities()[-1]):
         coder = v1_codec.model.coder(q)
         shape = (coder.channels, 4, 7)
-        s = _most_probable(coder, shape)
+        s = most_probable(coder, shape)
         data = coder.encode(s)
         assert coder.min_payload_bytes(shape) <= len(data)
         np.testing.assert_array_equal(coder.decode(data, shape), s)

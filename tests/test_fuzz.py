@@ -20,11 +20,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import fuzz  # noqa: E402
 
 
-@pytest.fixture(scope="module", params=["default", "anr-v1"])
-def codec(request, codec, v1_codec):
+@pytest.fixture(scope="module")
+def codec(each_design):
     """Each test here runs on both designs' files: the default (hyperprior) model's, then
     anr-v1's (factorized prior with context tables)."""
-    return codec if request.param == "default" else v1_codec
+    return each_design
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,7 @@
 """What encoder-side refinement buys per step count, on training crops (never Kodak).
 
     python benchmarks/refine_steps.py [--steps 0,10,20,40] [--qualities 1,3,5,7] [--count 6]
+                                      [--cell-fraction 0.25]
 
 Codes fixed centre crops of training images (those of compare_checkpoints.py) with real
 files and decodes, then prints mean bpp, PSNR (of the mean MSE) and encode seconds per
@@ -20,6 +21,7 @@ import torch
 from compare_checkpoints import crops
 
 from anr_codec import Codec
+from anr_codec import refine as anr_refine
 from anr_codec.metrics import bd_psnr, bd_rate, psnr_from_mse
 
 
@@ -31,6 +33,8 @@ def main(argv=None) -> None:
     p.add_argument("--count", type=int, default=6, help="how many crops (spread over both sources)")
     p.add_argument("--size", default="384x320", help="centre crop WxH")
     p.add_argument("--model", default=None)
+    p.add_argument("--cell-fraction", type=float, default=None,
+                   help="share of token cells rendered per refinement step (default: the library's)")
     args = p.parse_args(argv)
     w, h = (int(v) for v in args.size.lower().split("x"))
     images = crops(args.data, w, h)
@@ -38,8 +42,12 @@ def main(argv=None) -> None:
     images = [(x[0].permute(1, 2, 0) * 255).round().to(torch.uint8).numpy() for x in images]
     steps = [int(s) for s in args.steps.split(",")]
     qs = [int(q) for q in args.qualities.split(",")]
+    if args.cell_fraction is not None:
+        # Not an encoder option users need: set the module default that refine() reads.
+        anr_refine.CELL_FRACTION = args.cell_fraction
     codec = Codec(device="cpu", model=args.model)
-    print(f"{len(images)} crops of {w}x{h}; model {codec.model.name}; {torch.get_num_threads()} threads")
+    print(f"{len(images)} crops of {w}x{h}; model {codec.model.name}; {torch.get_num_threads()} threads; "
+          f"cell fraction {anr_refine.CELL_FRACTION}")
     curves = {}
     for st in steps:
         bpp, psnr = [], []

@@ -20,7 +20,7 @@ mkdir -p "$OUT"
   done
 ) &
 sr=$!
-anrc eval "$SHARED/data/kodak" "${MODEL_ARGS[@]}" --baselines jpeg,webp,jpeg2000,avif \
+anrc eval "$SHARED/data/kodak" "${MODEL_ARGS[@]}" --progress --baselines jpeg,webp,jpeg2000,avif \
   --reference "$SHARED/anchors/kodak_compressai_published.tsv" \
   --json "$OUT/kodak.json" --plot "$OUT/kodak.png" -f | tee "$OUT/kodak.txt"
 wait "$sr"

@@ -12,6 +12,6 @@ QUALITIES=${QUALITIES:-1,3,5,7}
 OUT=${OUT:-benchmarks/results}
 MODEL_ARGS=()
 [ -n "${MODEL:-}" ] && MODEL_ARGS=(--model "$MODEL")
-anrc eval "$SHARED/data/kodak" "${MODEL_ARGS[@]}" -q "$QUALITIES" --refine "$STEPS" --baselines none \
+anrc eval "$SHARED/data/kodak" "${MODEL_ARGS[@]}" -q "$QUALITIES" --refine "$STEPS" --progress --baselines none \
   --json "$OUT/kodak-refine$STEPS.json" -f | tee "$OUT/kodak-refine$STEPS.txt"
 python benchmarks/bd_table.py "$OUT/kodak.json" "$OUT/kodak-refine$STEPS.json" | tee -a "$OUT/kodak-refine$STEPS.txt"

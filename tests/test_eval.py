@@ -215,6 +215,16 @@ def test_anrc_eval_sr(image_dir, tmp_path):
     assert d["quality"] == 3 and list(d["scales"]) == ["2"]
     row = d["scales"]["2"]
     assert row["images"] == 2 and row["bpp_lr"] > 0
+    assert "[1/" not in r.stderr  # not a terminal, not asked: no progress
     for method in ("anr", "anr+bicubic", "bicubic"):
         assert 0 < row[method]["ssim_y"] <= 1 and row[method]["psnr_y"] > 0
     assert "Example" in _invoke("eval-sr", "--help").output
+
+
+def test_eval_progress_lines_off_a_terminal(image_dir):
+    """Under nohup a long evaluation should still show how far it is: one line per measurement."""
+    r = _invoke("eval-sr", image_dir, "--scale", "2", "-q", "3", "--limit", "2", "--device", "cpu", "--progress")
+    assert r.exit_code == 0, r.output
+    lines = [ln for ln in r.stderr.splitlines() if ln.startswith("[")]
+    assert [ln.split("]")[0] for ln in lines] == ["[1/2", "[2/2"]
+    assert "\r" not in r.stderr and "\033" not in r.stderr

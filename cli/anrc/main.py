@@ -182,6 +182,10 @@ refine_option = click.option(  # 1000 = anr_codec.codec.MAX_REFINE, not imported
     "--refine", type=click.IntRange(0, 1000), default=0, show_default=True, metavar="N",
     help="N steps of encoder-side latent refinement: much slower encoding, better quality per "
          "bit; any decoder reads the file (try 20)")
+progress_option = click.option(
+    "--progress/--no-progress", default=None,
+    help="report each finished measurement on stderr (default: only on a terminal; elsewhere, "
+         "e.g. under nohup, one line per measurement)")
 json_option = click.option("--json", "as_json", is_flag=True,
                            help="one JSON object per file on stdout (stderr when -o - writes data there)")
 
@@ -471,14 +475,18 @@ def _check_writable(paths, force: bool) -> None:
             raise CliError(f"{p} exists (use -f to overwrite)")
 
 
-def _progress():
-    """A one-line progress counter on stderr, only for a person watching a terminal."""
-    if not sys.stderr.isatty():
+def _progress(wanted: bool | None):
+    """A progress counter on stderr: one rewritten line on a terminal, one line per
+    measurement elsewhere (a log under nohup), none when not wanted (default: a terminal)."""
+    tty = sys.stderr.isatty()
+    if not (tty if wanted is None else wanted):
         return None
 
     def show(done, total, label):
-        end = "\n" if done == total else ""
-        click.echo(f"\r\033[K[{done}/{total}] {label}" + end, err=True, nl=False)
+        if tty:
+            click.echo(f"\r\033[K[{done}/{total}] {label}" + ("\n" if done == total else ""), err=True, nl=False)
+        else:
+            click.echo(f"[{done}/{total}] {label}", err=True)
     return show
 
 
@@ -526,11 +534,12 @@ def _print_eval_table(result: dict) -> None:
               help="measure MS-SSIM (the slowest metric; images need sides over 160 px)")
 @click.option("-f", "--force", is_flag=True, help="overwrite existing outputs")
 @refine_option
+@progress_option
 @device_option
 @model_option
 @_fail_cleanly
 def eval_(image_dir, qualities_str, baselines_str, json_out, plot_out, per_image, reference, limit, ms_ssim,
-          force, refine, device, model):
+          force, refine, progress, device, model):
     """Rate-distortion of anr beside Pillow JPEG, WebP, JPEG 2000 and AVIF on a folder of images.
 
     Every codec runs in this run on the same images; bpp comes from real encoded bytes.
@@ -550,7 +559,7 @@ def eval_(image_dir, qualities_str, baselines_str, json_out, plot_out, per_image
         _need("matplotlib", "--plot")
     ref = evaluate.read_reference(reference) if reference else None
     result = evaluate.run_eval(image_dir, qualities, baselines, device=device, model=model, limit=limit,
-                               per_image=per_image, reference=ref, ms_ssim=ms_ssim, progress=_progress(),
+                               per_image=per_image, reference=ref, ms_ssim=ms_ssim, progress=_progress(progress),
                                refine=refine)
     _print_eval_table(result)
     if json_out is not None:
@@ -593,10 +602,11 @@ def _print_sr_table(result: dict) -> None:
 @click.option("--per-image", is_flag=True, help="include one row per image and scale in the JSON")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="only the first N images")
 @click.option("-f", "--force", is_flag=True, help="overwrite an existing JSON file")
+@progress_option
 @device_option
 @model_option
 @_fail_cleanly
-def eval_sr(image_dir, scales_str, quality, json_out, per_image, limit, force, device, model):
+def eval_sr(image_dir, scales_str, quality, json_out, per_image, limit, force, progress, device, model):
     """Super-resolution quality: decode small files straight at a larger size.
 
     Each HR image is mod-cropped, downscaled by the scale (Pillow bicubic) and encoded;
@@ -612,7 +622,7 @@ def eval_sr(image_dir, scales_str, quality, json_out, per_image, limit, force, d
     scales = _parse_int_list(scales_str, "scales")
     _check_writable([json_out], force)
     result = evaluate.run_eval_sr(image_dir, scales, quality, device=device, model=model, limit=limit,
-                                  per_image=per_image, progress=_progress())
+                                  per_image=per_image, progress=_progress(progress))
     _print_sr_table(result)
     if json_out is not None:
         write_atomic(json_out, evaluate.to_json(result).encode(), force)

@@ -183,13 +183,14 @@ class ANRDecoder(nn.Module):
         tokens (B, D, h, w), cells (N,) flat cell indices -> (B, N, stride^2, 3), each cell's
         stride x stride pixels in raster order. Lets encoder-side refinement sample pixels cheaply."""
         b, d, h, w = tokens.shape
-        kv = F.unfold(self.to_kv(tokens), 3, padding=1).view(b, 2 * d, 9, h * w)[..., cells]
-        kv = kv.permute(0, 3, 2, 1)                                          # (B, N, 9, 2D)
-        inside = F.unfold(tokens.new_ones(1, 1, h, w), 3, padding=1)[0][:, cells].T > 0.5
+        # Index only the picked cells' neighbours: unfolding the whole grid first (and
+        # folding its gradient back) cost refinement most of its time.
+        idx, inside = _cell_neighbours(cells, h, w)                          # (N, 9)
+        kv = self.to_kv(tokens).flatten(2)[..., idx].permute(0, 2, 3, 1)     # (B, N, 9, 2D)
         shared = self._shared_queries(*_cell_offsets(self.stride, 1, tokens.device))
         values = kv[..., d:]
         if self.value_delta is not None:
-            tn = F.unfold(tokens, 3, padding=1).view(b, d, 9, h * w)[..., cells].permute(0, 3, 2, 1)
+            tn = tokens.flatten(2)[..., idx].permute(0, 2, 3, 1)
             values = self._neighbour_values(values, tn)
         return self._attend_shared(shared, kv[..., :d], values, inside)
 
@@ -260,6 +261,16 @@ class ANRDecoder(nn.Module):
             values = self._neighbour_values(values, tn.view(b, -1, 9, d))
         feat = self._features(u, footprint.float().log2())
         return feat, u, kvn[..., :d], values, valid
+
+
+def _cell_neighbours(cells: torch.Tensor, h: int, w: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Flat indices of each cell's 3x3 neighbours in `_OFFSETS` order, clamped into the
+    h x w grid, and which of them are really inside it: (N,) -> (N, 9), (N, 9)."""
+    d = torch.arange(-1, 2, device=cells.device)
+    ny = (cells // w)[:, None, None] + d[None, :, None]
+    nx = (cells % w)[:, None, None] + d[None, None, :]
+    inside = ((ny >= 0) & (ny < h) & (nx >= 0) & (nx < w)).reshape(-1, 9)
+    return (ny.clamp(0, h - 1) * w + nx.clamp(0, w - 1)).reshape(-1, 9), inside
 
 
 def _cell_offsets(stride: int, scale: int, device) -> tuple[torch.Tensor, torch.Tensor]:

@@ -186,12 +186,14 @@ class ANRDecoder(nn.Module):
         # Index only the picked cells' neighbours: unfolding the whole grid first (and
         # folding its gradient back) cost refinement most of its time.
         idx, inside = _cell_neighbours(cells, h, w)                          # (N, 9)
-        kv = self.to_kv(tokens).flatten(2)[..., idx].permute(0, 2, 3, 1)     # (B, N, 9, 2D)
+
+        def rows(t):  # (B, C, h, w) -> (B, N, 9, C); index_select's gradient is a fast index_add
+            return t.flatten(2).transpose(1, 2).index_select(1, idx.flatten()).view(b, *idx.shape, -1)
+        kv = rows(self.to_kv(tokens))                                        # (B, N, 9, 2D)
         shared = self._shared_queries(*_cell_offsets(self.stride, 1, tokens.device))
         values = kv[..., d:]
         if self.value_delta is not None:
-            tn = tokens.flatten(2)[..., idx].permute(0, 2, 3, 1)
-            values = self._neighbour_values(values, tn)
+            values = self._neighbour_values(values, rows(tokens))
         return self._attend_shared(shared, kv[..., :d], values, inside)
 
     def _shared_queries(self, u0: torch.Tensor, log_fp: torch.Tensor):

@@ -185,7 +185,7 @@ class ANRDecoder(nn.Module):
         b, d, h, w = tokens.shape
         # Index only the picked cells' neighbours: unfolding the whole grid first (and
         # folding its gradient back) cost refinement most of its time.
-        idx, inside = _cell_neighbours(cells, h, w)                          # (N, 9)
+        idx, inside = self._neighbours(torch.stack([cells % w, cells // w], -1), h, w)  # (N, 9)
 
         def rows(t):  # (B, C, h, w) -> (B, N, 9, C); index_select's gradient is a fast index_add
             return t.flatten(2).transpose(1, 2).index_select(1, idx.flatten()).view(b, *idx.shape, -1)
@@ -243,6 +243,14 @@ class ANRDecoder(nn.Module):
         feat, u, keys, _, valid = self._gather(tokens, xy, footprint, False)
         return self._weights(feat, u, keys, valid)
 
+    def _neighbours(self, cell: torch.Tensor, h: int, w: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Integer cells (..., 2) as (x, y) -> flat indices of their 3x3 neighbours in
+        `_OFFSETS` order, clamped into the h x w grid, and which of them really lie inside
+        it: (..., 9), (..., 9)."""
+        nb = cell.unsqueeze(-2) + self.offsets.long()               # (..., 9, 2) as (x, y)
+        inside = (nb[..., 0] >= 0) & (nb[..., 0] < w) & (nb[..., 1] >= 0) & (nb[..., 1] < h)
+        return nb[..., 1].clamp(0, h - 1) * w + nb[..., 0].clamp(0, w - 1), inside
+
     def _gather(self, tokens, xy, footprint, jitter):
         """Per query: its features, in-cell position u, its 9 neighbours' keys and values, and
         which of them lie inside the grid."""
@@ -253,9 +261,8 @@ class ANRDecoder(nn.Module):
             pos = pos + self._jitter(torch.zeros_like(pos), footprint / self.stride)
         cell = torch.stack([pos[..., 0].floor().clamp(0, w - 1), pos[..., 1].floor().clamp(0, h - 1)], -1)
         u = pos - cell - 0.5
-        nb = cell.long().unsqueeze(-2) + self.offsets.long()       # (B, N, 9, 2) as (x, y)
-        valid = (nb[..., 0] >= 0) & (nb[..., 0] < w) & (nb[..., 1] >= 0) & (nb[..., 1] < h)
-        idx = (nb[..., 1].clamp(0, h - 1) * w + nb[..., 0].clamp(0, w - 1)).flatten(1)  # (B, N*9)
+        idx, valid = self._neighbours(cell.long(), h, w)           # (B, N, 9)
+        idx = idx.flatten(1)                                        # (B, N*9)
         kvn = torch.gather(kv, 1, idx.unsqueeze(-1).expand(-1, -1, 2 * d)).view(b, -1, 9, 2 * d)
         values = kvn[..., d:]
         if self.value_delta is not None:
@@ -263,16 +270,6 @@ class ANRDecoder(nn.Module):
             values = self._neighbour_values(values, tn.view(b, -1, 9, d))
         feat = self._features(u, footprint.float().log2())
         return feat, u, kvn[..., :d], values, valid
-
-
-def _cell_neighbours(cells: torch.Tensor, h: int, w: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Flat indices of each cell's 3x3 neighbours in `_OFFSETS` order, clamped into the
-    h x w grid, and which of them are really inside it: (N,) -> (N, 9), (N, 9)."""
-    d = torch.arange(-1, 2, device=cells.device)
-    ny = (cells // w)[:, None, None] + d[None, :, None]
-    nx = (cells % w)[:, None, None] + d[None, None, :]
-    inside = ((ny >= 0) & (ny < h) & (nx >= 0) & (nx < w)).reshape(-1, 9)
-    return (ny.clamp(0, h - 1) * w + nx.clamp(0, w - 1)).reshape(-1, 9), inside
 
 
 def _cell_offsets(stride: int, scale: int, device) -> tuple[torch.Tensor, torch.Tensor]:

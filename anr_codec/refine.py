@@ -7,8 +7,13 @@ to the latent, through the real decoder (token network and ANR), as in Campos et
 2019 and Yang et al. 2020. Only the encoder changes: the file format and the decoder
 are the same, so a refined file decodes anywhere.
 
-As in training, the decoder sees hard-rounded latents (straight-through) and the rate
-is the prior's likelihood under uniform noise. For a hyperprior model the side
+The rounding is relaxed by stochastic Gumbel annealing (SGA, Yang et al. 2020): each
+step the decoder and the rate see every latent as a soft, random mix of the two integers
+around it (relative to its mean or median), weighted by closeness, with a temperature
+that falls towards hard rounding over the steps. Unlike a straight-through rounding, the
+gradient then tells a latent which integer to move to; on training crops this measured
+-16.8 % BD-rate at 40 steps where straight-through rounding with a noisy rate gave
+-14.9 % (docs/training-notes.md). For a hyperprior model the side
 information z stays what the unrefined latent gave, so each latent's mean and scale
 are fixed: the exact ones the file will be coded with. Each step renders a random quarter of
 the token cells, which keeps a step cheap and is unbiased for the MSE. Big images are
@@ -30,13 +35,17 @@ REFINE_TILE = 64       # latent positions per tile side (1024 pixels), margin ex
 # images larger ones there traded more rate than they saved distortion.
 LEARNING_RATE = 0.04
 CELL_FRACTION = 0.25   # share of token cells rendered per step
+# SGA temperature: 0.5 at the first step, falling by e^-4 (to ~0.01) over the steps, so the
+# last steps see nearly the hard rounding the file will hold, whatever the step count.
+TEMPERATURE_START = 0.5
+TEMPERATURE_DECAY = 4.0
 
 
 def bits_map(prior, v: torch.Tensor) -> torch.Tensor:
     """Bits of each latent value under a factorized prior: (C, h, w) -> (C, h, w)."""
     c = v.shape[0]
-    # Not prior(v, training=True): that draws its noise from the global RNG, and encoding
-    # must not depend on (or disturb) it; the caller adds seeded noise itself.
+    # Not prior(v, training=True): that adds noise drawn from the global RNG, and encoding
+    # must not depend on (or disturb) it; the caller passes its own seeded relaxed values.
     lik, _, _ = prior._likelihood(v.reshape(c, 1, -1))
     lik = prior.likelihood_lower_bound(lik)
     return -torch.log2(lik).reshape(v.shape)
@@ -48,6 +57,22 @@ def gaussian_bits(v: torch.Tensor, mean: torch.Tensor, scale: torch.Tensor) -> t
     c = -(2 ** -0.5)
     lik = 0.5 * torch.erfc(c * (0.5 - d) / scale) - 0.5 * torch.erfc(c * (-0.5 - d) / scale)
     return -torch.log2(lik.clamp_min(1e-9))
+
+
+def soft_round(y: torch.Tensor, centre: torch.Tensor, temperature: float,
+               gen: torch.Generator) -> torch.Tensor:
+    """SGA: a relaxed sample of y rounded to the integer grid around `centre`. Each value
+    becomes a Gumbel-softmax mix of the integers below and above it, the nearer one more
+    likely; as the temperature falls the mix becomes a hard, nearest-integer choice."""
+    u = y - centre
+    below = torch.floor(u).detach()
+    frac = (u - below).clamp(1e-4, 1 - 1e-4)
+    # Closeness logits as in Yang et al.: -atanh(distance) is 0 at the integer itself and
+    # -inf a whole step away.
+    logits = torch.stack([-torch.atanh(frac), -torch.atanh(1 - frac)]) / temperature
+    uniform = torch.rand(logits.shape, generator=gen).clamp(1e-9, 1 - 1e-9).to(y.device)
+    weights = torch.softmax(logits - torch.log(-torch.log(uniform)), dim=0)
+    return below + weights[1] + centre
 
 
 def refine(net, x: torch.Tensor, y0: torch.Tensor, qi: int, width: int, height: int, steps: int,
@@ -113,12 +138,12 @@ def _refine_tile(net, x, y_tile, core, qi, width, height, steps, lr, cell_fracti
         for group in opt.param_groups:
             group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * step / steps))
         pick = cells[torch.randperm(cells.numel(), generator=gen)[:n_pick].to(dev)]
-        y_hat = y + (torch.round(y - med) + med - y).detach()
-        pred = net.anr.render_cells(net.tokens(y_hat[None], qi), pick)[0]
+        temperature = TEMPERATURE_START * math.exp(-TEMPERATURE_DECAY * step / steps)
+        y_soft = soft_round(y, med, temperature, gen)
+        pred = net.anr.render_cells(net.tokens(y_soft[None], qi), pick)[0]
         weight = real[pick]
         mse = (((pred - target[pick]) ** 2) * weight).sum() / (3 * weight.sum())
-        noise = (torch.rand(y.shape, generator=gen) - 0.5).to(dev)
-        bpp = (rate(y + noise) * core_mask).sum() / core_pixels
+        bpp = (rate(y_soft) * core_mask).sum() / core_pixels
         loss = lam * 255 ** 2 * mse + bpp
         opt.zero_grad(set_to_none=False)
         loss.backward()

@@ -1,7 +1,7 @@
 """What encoder-side refinement buys per step count, on training crops (never Kodak).
 
     python benchmarks/refine_steps.py [--steps 0,10,20,40] [--qualities 1,3,5,7] [--count 6]
-                                      [--cell-fraction 0.25]
+                                      [--cell-fraction 0.25] [--lr 0.04]
 
 Codes fixed centre crops of training images (those of compare_checkpoints.py) with real
 files and decodes, then prints mean bpp, PSNR (of the mean MSE) and encode seconds per
@@ -35,6 +35,8 @@ def main(argv=None) -> None:
     p.add_argument("--model", default=None)
     p.add_argument("--cell-fraction", type=float, default=None,
                    help="share of token cells rendered per refinement step (default: the library's)")
+    p.add_argument("--lr", type=float, default=None,
+                   help="Adam step at the highest quality, in quantiser steps (default: the library's)")
     args = p.parse_args(argv)
     w, h = (int(v) for v in args.size.lower().split("x"))
     images = crops(args.data, w, h)
@@ -45,9 +47,11 @@ def main(argv=None) -> None:
     if args.cell_fraction is not None:
         # Not an encoder option users need: set the module default that refine() reads.
         anr_refine.CELL_FRACTION = args.cell_fraction
+    if args.lr is not None:
+        anr_refine.LEARNING_RATE = args.lr
     codec = Codec(device="cpu", model=args.model)
     print(f"{len(images)} crops of {w}x{h}; model {codec.model.name}; {torch.get_num_threads()} threads; "
-          f"cell fraction {anr_refine.CELL_FRACTION}")
+          f"cell fraction {anr_refine.CELL_FRACTION}; lr {anr_refine.LEARNING_RATE}")
     curves = {}
     for st in steps:
         bpp, psnr = [], []

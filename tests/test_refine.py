@@ -29,6 +29,22 @@ def test_render_cells_matches_render_grid(codec):
     torch.testing.assert_close(anr.render_cells(tok, cells), full[:, cells])
 
 
+def test_soft_round_anneals_to_rounding_around_the_centre():
+    gen = torch.Generator().manual_seed(0)
+    centre = torch.tensor([[[0.3]], [[-1.25]]])
+    y = centre + torch.linspace(-3, 3, 60).view(1, 6, 10)  # offsets in [-3, 3], both channels
+    warm = refine.soft_round(y, centre, 0.5, gen)
+    below = torch.floor(y - centre) + centre
+    assert torch.all(warm >= below - 1e-6) and torch.all(warm <= below + 1 + 1e-6)
+    assert not torch.allclose(warm, torch.round(y - centre) + centre, atol=1e-3)  # still soft
+    cold = refine.soft_round(y, centre, 1e-3, gen)
+    torch.testing.assert_close(cold, torch.round(y - centre) + centre, atol=1e-4, rtol=0)
+    # The gradient reaches the latent (straight-through rounding would pass it unchanged).
+    v = y.clone().requires_grad_(True)
+    refine.soft_round(v, centre, 0.2, gen).sum().backward()
+    assert torch.isfinite(v.grad).all() and not torch.allclose(v.grad, torch.ones_like(v))
+
+
 def test_refinement_lowers_the_rate_distortion_loss(codec, photo):
     for q in (2, 5):
         plain = codec.encode(photo, quality=q)

@@ -181,7 +181,7 @@ jobs_option = click.option("-j", "--jobs", type=click.IntRange(min=1), default=1
 refine_option = click.option(  # 1000 = anr_codec.codec.MAX_REFINE, not imported: --help needs no torch
     "--refine", type=click.IntRange(0, 1000), default=0, show_default=True, metavar="N",
     help="N steps of encoder-side latent refinement: much slower encoding, better quality per "
-         "bit; any decoder reads the file (try 20-40: ~25-50 s for a 768x512 image on 2 cores)")
+         "bit; any decoder reads the file (try 40: ~50 s for a 768x512 image on 2 cores)")
 progress_option = click.option(
     "--progress/--no-progress", default=None,
     help="report each finished measurement on stderr (default: only on a terminal; elsewhere, "

@@ -36,6 +36,7 @@ fidelity in its first stage, the one that reads the latent (docs/training-notes.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
@@ -43,6 +44,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from compare_checkpoints import crops, load_checkpoint  # noqa: E402
+
+DEAD_SPREAD = 0.05   # symbol spread of a channel kept dead at a quality: always rounds to its mean
 
 
 def channel_stats(net, images: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -53,12 +56,15 @@ def channel_stats(net, images: list[torch.Tensor]) -> tuple[torch.Tensor, torch.
 
 
 def revive(net, images: list[torch.Tensor], count: int, max_spread: float = 8.0, seed: int = 0,
-           coupling: float = 0.1) -> list[int]:
+           coupling: float = 0.1, from_quality: int = 1) -> list[int]:
     """Revive up to `count` dead channels in place; returns their indices.
 
     Each revived channel copies a live "donor" channel's statistics (its output is scaled
     to the donor's mean and spread), gains and prior densities, so its symbols cost about
-    what the donor's cost from the first step rather than what a blank prior charges."""
+    what the donor's cost from the first step rather than what a blank prior charges.
+    Qualities below `from_quality` (1-based) keep the channel dead: their gain shrinks
+    its symbols' spread to DEAD_SPREAD, so it is always the predicted mean and costs
+    nothing there, and their rate term never pushes the shared encoder to collapse it."""
     g = torch.Generator().manual_seed(seed)
     mean, std = channel_stats(net, images)
     top = net.n_qualities - 1
@@ -90,6 +96,7 @@ def revive(net, images: list[torch.Tensor], count: int, max_spread: float = 8.0,
             head.bias[c] = mean[d] - a * new_mean[c]
             inp.weight[:, c] /= a  # the token network's view of the channel keeps its size
             net.log_gain[:, c] = net.log_gain[:, d]
+            net.log_gain[:from_quality - 1, c] = math.log(DEAD_SPREAD / float(std[d].clamp_min(1e-6)))
         for prior in net.priors:   # per-quality factorized priors (none with a hyperprior)
             prior_state = prior.state_dict()
             for t in prior_state.values():
@@ -131,6 +138,8 @@ def main() -> None:
                    help="donors are live channels with at most this symbol spread at the top quality")
     p.add_argument("--coupling", type=float, default=0.1,
                    help="token-network input weights of a revived channel, as a fraction of a live one's")
+    p.add_argument("--from-quality", type=int, default=1,
+                   help="revive only at this quality and above (1-based); lower ones keep the channels dead")
     p.add_argument("--data", type=Path, default=Path("../shared/data/train"))
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args()
@@ -138,7 +147,7 @@ def main() -> None:
     net, step = load_checkpoint(a.src)
     state = torch.load(a.src, map_location="cpu", weights_only=True)
     images = crops(a.data, 384, 320)
-    chosen = revive(net, images, a.count, a.max_spread, a.seed, a.coupling)
+    chosen = revive(net, images, a.count, a.max_spread, a.seed, a.coupling, a.from_quality)
     print(f"revived {len(chosen)} channels: {chosen}")
     torch.save({"config": state["config"], "model": net.state_dict(), "step": step or 0,
                 "elapsed": float(state.get("elapsed", 0.0))},

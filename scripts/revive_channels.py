@@ -31,6 +31,11 @@ token network, not the number of live channels, limits quality (as benchmarks/ca
 says: fitting the latent directly gains little). Worth retrying once the token network
 has grown: anr-v2's conv token network is that, and its stage fits place the loss of
 fidelity in its first stage, the one that reads the latent (docs/training-notes.md).
+
+Tried on anr-v2 at 89,584 steps (32 channels, `--from-quality 5`, ~10,100 one-process
+steps beside a same-seed control): the same collapse (revived spread at the top quality
+2.88 -> 0.18 symbols) although only q5-q7 paid for them, for +0.01-0.03 dB at 7-10 % more
+bits there (docs/training-notes.md, "Revived channels collapse again").
 """
 
 from __future__ import annotations

@@ -70,6 +70,9 @@ def revive(net, images: list[torch.Tensor], count: int, max_spread: float = 8.0,
     Qualities below `from_quality` (1-based) keep the channel dead: their gain shrinks
     its symbols' spread to DEAD_SPREAD, so it is always the predicted mean and costs
     nothing there, and their rate term never pushes the shared encoder to collapse it."""
+    if not 1 <= from_quality <= net.n_qualities:
+        # 0 would slice log_gain[:-1] and keep every quality but the top one dead.
+        raise ValueError(f"from_quality {from_quality} out of 1..{net.n_qualities}")
     g = torch.Generator().manual_seed(seed)
     mean, std = channel_stats(net, images)
     top = net.n_qualities - 1

@@ -4,6 +4,7 @@ statistics, gains and priors, and the decoder starts close to where it was."""
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from anr_codec.model import V1_DESIGN, AnrModel, ModelConfig
@@ -98,13 +99,16 @@ def test_hyperprior_codes_revived_channels_like_their_donors():
 
 def test_channels_stay_dead_below_from_quality():
     """Revived only from quality 2 up: at quality 1 the channel's symbols all round to the
-    predicted mean (no bits, the decoder sees the old constant), at quality 2 they vary."""
+    predicted mean (no bits, the decoder sees that constant), at quality 2 they vary."""
     net = _model_with_dead_channels({"stem_channels": 16, "synth_channels": 16, "hyper_channels": 8})
     images = [torch.rand(1, 3, 128, 128)]
     chosen = revive_channels.revive(net, images, count=2, max_spread=1e9, from_quality=2)
     assert len(chosen) == 2
     with torch.no_grad():
-        y_q, sym_low, _ = net.estimate(images[0], 0)
+        _, sym_low, _ = net.estimate(images[0], 0)
         _, sym_top, _ = net.estimate(images[0], 1)
     assert (sym_low[:, chosen] == 0).all()
     assert (sym_top[:, chosen] != 0).any()
+    for bad in (0, 3):
+        with pytest.raises(ValueError):
+            revive_channels.revive(net, images, count=2, from_quality=bad)

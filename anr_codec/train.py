@@ -196,12 +196,13 @@ def main(argv=None) -> None:
     main_proc = rank == 0
     args.out.mkdir(parents=True, exist_ok=True)
 
-    if not cache_exists(args.cache):
-        if main_proc:
-            print(f"building pixel cache in {args.cache} ...", file=sys.stderr)
-            build_cache(args.data, args.cache)
-        if distributed:
-            dist.barrier()
+    if main_proc and not cache_exists(args.cache):
+        print(f"building pixel cache in {args.cache} ...", file=sys.stderr)
+        build_cache(args.data, args.cache)
+    if distributed:
+        # Every rank waits here, whatever it saw: a rank that checked the cache only after
+        # rank 0 had built it would skip a conditional barrier and deadlock rank 0 in it.
+        dist.barrier()
     torch.manual_seed(args.seed + rank)
     sampler = CropSampler(args.cache, seed=args.seed + 1000 * rank)
 

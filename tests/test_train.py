@@ -101,12 +101,34 @@ def test_export_with_context_data_codes_through_contexts(data_dir, tmp_path):
     assert np.asarray(dec).shape == img.shape
 
 
+def _free_port() -> str:
+    with socket.socket() as s:  # a free port: a fixed one can be taken by another run
+        s.bind(("127.0.0.1", 0))
+        return str(s.getsockname()[1])
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="gloo over loopback")
+def test_distributed_start_when_one_rank_finds_the_cache_already_built(data_dir, tmp_path):
+    # Rank 1 starts late, so rank 0 has built the pixel cache before rank 1 looks for it.
+    # Both must still meet at the same barrier; a barrier only for ranks that found no
+    # cache hung here (and in a loaded machine's test run) until the timeout.
+    late = tmp_path / "late_rank.py"
+    late.write_text("import os, sys, time\n"
+                    "if os.environ['RANK'] == '1': time.sleep(3)\n"
+                    "from anr_codec import train\n"
+                    "train.main(sys.argv[1:])\n")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", _free_port(),
+           str(late), *_args(data_dir, tmp_path, 1, "--threads", "1", "--config", TINY)]
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert torch.load(tmp_path / "run" / "last.pt", weights_only=True)["step"] == 1
+
+
 @pytest.mark.skipif(sys.platform != "linux", reason="gloo over loopback")
 def test_distributed_training_with_gloo(data_dir, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    with socket.socket() as s:  # a free port: a fixed one can be taken by another run
-        s.bind(("127.0.0.1", 0))
-        port = str(s.getsockname()[1])
+    port = _free_port()
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", port,
            "-m", "anr_codec.train", *_args(data_dir, tmp_path, 2, "--threads", "1", "--config", TINY)]
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)

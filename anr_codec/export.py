@@ -126,6 +126,15 @@ def export(ckpt: Path, out: Path, name: str, notes: dict | None = None,
     return manifest
 
 
+def continued_notes(manifest: Path, hardware: str, recipe: str) -> dict:
+    """The training notes of a model that continues `manifest`'s: its recipe with `recipe`
+    appended as the next phase (a shipped model's recipe is every phase from the start)."""
+    before = json.loads(manifest.read_text()).get("training", {})
+    phases = [r for r in (before.get("recipe", ""), recipe) if r]
+    notes = {"hardware": hardware or before.get("hardware", ""), "recipe": "; ".join(phases)}
+    return {k: v for k, v in notes.items() if v}
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(prog="python -m anr_codec.export", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -134,6 +143,9 @@ def main(argv=None) -> None:
     p.add_argument("--name", required=True)
     p.add_argument("--hardware", default="", help="where it was trained, for the manifest")
     p.add_argument("--recipe", default="", help="the training command, for the manifest")
+    p.add_argument("--continues", type=Path, metavar="MANIFEST",
+                   help="the manifest (.json) of the export this checkpoint continues from: its recipe "
+                        "is kept and --recipe appended to it, its hardware kept unless --hardware is given")
     p.add_argument("--context-data", type=Path, nargs="+",
                    help="training-image folders whose symbols build the context tables (never evaluation sets)")
     p.add_argument("--context-images", type=int, default=500, help="at most this many of those images (spread evenly)")
@@ -141,7 +153,8 @@ def main(argv=None) -> None:
                    help="store the big weight tensors as float16 (half the file; what travels to a GPU "
                         "machine must fit 64 MiB)")
     a = p.parse_args(argv)
-    notes = {k: v for k, v in (("hardware", a.hardware), ("recipe", a.recipe)) if v}
+    notes = continued_notes(a.continues, a.hardware, a.recipe) if a.continues else \
+        {k: v for k, v in (("hardware", a.hardware), ("recipe", a.recipe)) if v}
     print(json.dumps(export(a.checkpoint, a.output, a.name, notes, a.context_data, a.context_images, a.half),
                      indent=2))
 

@@ -256,3 +256,17 @@ def test_grid_jitter_option_reaches_the_scale_1_render_only():
     assert seen == [("grid", True), ("points", True), ("grid", False), ("points", True)]
     assert train.parse_args(["--no-grid-jitter"]).grid_jitter is False
     assert train.parse_args([]).grid_jitter is True
+
+
+def test_export_continuing_a_manifest_appends_its_recipe(data_dir, tmp_path):
+    from anr_codec import export
+    train.main(_args(data_dir, tmp_path, 1))
+    ckpt = str(tmp_path / "run" / "last.pt")
+    first, second = tmp_path / "a.pt", tmp_path / "b.pt"
+    export.main([ckpt, str(first), "--name", "anr-test", "--hardware", "2-core CPU", "--recipe", "phase one"])
+    export.main([ckpt, str(second), "--name", "anr-test", "--continues", str(first.with_suffix(".json")),
+                 "--recipe", "phase two"])
+    training = json.loads(second.with_suffix(".json").read_text())["training"]
+    assert training["recipe"] == "phase one; phase two"
+    assert training["hardware"] == "2-core CPU"
+    assert training["steps"] == 1

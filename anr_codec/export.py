@@ -126,13 +126,12 @@ def export(ckpt: Path, out: Path, name: str, notes: dict | None = None,
     return manifest
 
 
-def continued_notes(manifest: Path, hardware: str, recipe: str) -> dict:
-    """The training notes of a model that continues `manifest`'s: its recipe with `recipe`
+def continued_notes(manifest: Path, hardware: str, recipe: str) -> tuple[str, str]:
+    """Hardware and recipe of a model that continues `manifest`'s: its recipe with `recipe`
     appended as the next phase (a shipped model's recipe is every phase from the start)."""
     before = json.loads(manifest.read_text()).get("training", {})
     phases = [r for r in (before.get("recipe", ""), recipe) if r]
-    notes = {"hardware": hardware or before.get("hardware", ""), "recipe": "; ".join(phases)}
-    return {k: v for k, v in notes.items() if v}
+    return hardware or before.get("hardware", ""), "; ".join(phases)
 
 
 def main(argv=None) -> None:
@@ -153,8 +152,8 @@ def main(argv=None) -> None:
                    help="store the big weight tensors as float16 (half the file; what travels to a GPU "
                         "machine must fit 64 MiB)")
     a = p.parse_args(argv)
-    notes = continued_notes(a.continues, a.hardware, a.recipe) if a.continues else \
-        {k: v for k, v in (("hardware", a.hardware), ("recipe", a.recipe)) if v}
+    hardware, recipe = continued_notes(a.continues, a.hardware, a.recipe) if a.continues else (a.hardware, a.recipe)
+    notes = {k: v for k, v in (("hardware", hardware), ("recipe", recipe)) if v}
     print(json.dumps(export(a.checkpoint, a.output, a.name, notes, a.context_data, a.context_images, a.half),
                      indent=2))
 

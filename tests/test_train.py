@@ -222,6 +222,16 @@ def test_lr_warms_up_again_when_adam_restarts_on_trained_weights():
     assert lr_at(20_000, 1.0, [15_000], fresh_steps=500) == pytest.approx(0.1)
 
 
+def test_bf16_autocast_only_where_the_hardware_runs_it():
+    from anr_codec.train import use_bf16_autocast
+    yes, no = (lambda: True), (lambda: False)
+    assert use_bf16_autocast("cuda", False, no)              # CUDA: always
+    assert use_bf16_autocast("cpu", True, yes)               # asked for, native bf16
+    assert not use_bf16_autocast("cpu", True, no)            # asked for, emulated: float32
+    assert not use_bf16_autocast("cpu", False, yes)          # not asked for
+    assert isinstance(train.cpu_has_native_bf16(), bool)
+
+
 def test_conv_design_trains_exports_and_codes_end_to_end(data_dir, tmp_path):
     """The default design (anr-v2's): train, export (context data is ignored), then encode
     and decode through the Codec at the coded size and at a non-integer scale."""

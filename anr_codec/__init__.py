@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .codec import DEFAULT_MAX_PIXELS, DEFAULT_QUALITY, Codec
+from .codec import DEFAULT_MAX_PIXELS, Codec
 from .container import Header
 from .errors import AnrError
+from .model import DEFAULT_QUALITY
 
 __version__ = "0.1.0"
 __all__ = ["AnrError", "Codec", "Header", "decode", "encode", "info", "qualities", "register_pillow",

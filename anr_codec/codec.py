@@ -25,7 +25,6 @@ from .model import pad_to_multiple
 from .refine import refine as refine_latent
 from .weights import DEFAULT_MODEL, LoadedModel, installed_hash16, load_model
 
-DEFAULT_QUALITY = 5
 DEFAULT_MAX_PIXELS = 256_000_000   # like Pillow's decompression-bomb guard; raise it explicitly
 MAX_SCALE = 16.0
 QUERIES_PER_CHUNK = 1 << 16         # bounds decoder memory at any output size
@@ -84,6 +83,10 @@ class Codec:
     def qualities(self) -> list[int]:
         return self.model.qualities
 
+    def default_quality(self) -> int:
+        """The quality `encode` uses when none is given: the model's own choice."""
+        return self.model.net.config.default_quality
+
     @staticmethod
     def _check_refine(steps) -> int:
         if not _is_int(steps) or not 0 <= steps <= MAX_REFINE:
@@ -120,7 +123,7 @@ class Codec:
         `refine`: gradient steps of encoder-side latent refinement (default: the codec's
         setting, 0 = off); slower encoding for a better rate-distortion trade-off, and the
         same decoder (see anr_codec.refine)."""
-        q = self._check_quality(quality if quality is not None else (self.quality or DEFAULT_QUALITY))
+        q = self._check_quality(quality if quality is not None else (self.quality or self.default_quality()))
         steps = self._check_refine(refine if refine is not None else self.refine)
         rgb, alpha, mode = to_planes(open_image(image, max_pixels=self.max_pixels))
         h, w = rgb.shape[:2]

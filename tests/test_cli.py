@@ -30,6 +30,15 @@ def test_encode_decode_info(run, png_file):
     assert r.exit_code == 0 and (d["width"], d["height"], d["quality"]) == (80, 48, 2)
 
 
+def test_info_lists_the_qualities_and_the_default(run, png_file):
+    d = json.loads(run("info", "--qualities", "--json").stdout)
+    assert d["qualities"][0] == 1 and d["default"] in d["qualities"]
+    r = run("encode", png_file, "--no-psnr")     # no -q: the model's default
+    assert r.exit_code == 0, r.output
+    assert json.loads(run("info", png_file.with_suffix(".anr"), "--json").stdout)["quality"] == d["default"]
+    assert run("info", "--qualities").stdout.strip().endswith(f"(default {d['default']})")
+
+
 def test_no_silent_overwrite(run, png_file):
     assert run("encode", png_file, "--no-psnr").exit_code == 0
     r = run("encode", png_file, "--no-psnr")

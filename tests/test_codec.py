@@ -50,6 +50,14 @@ def test_encode_is_deterministic(codec):
     assert codec.encode(src) == codec.encode(src)
 
 
+def test_without_a_quality_the_model_picks_its_default(codec):
+    plain = Codec(device="cpu")
+    plain._model = codec.model   # the same loaded model, no second load
+    default = codec.model.net.config.default_quality
+    assert plain.default_quality() == default and default in plain.qualities()
+    assert anr_codec.info(plain.encode(smooth_image(32, 32))).quality == default
+
+
 def test_quality_controls_rate(codec):
     src = smooth_image(128, 96, seed=7)
     sizes = [len(codec.encode(src, quality=q)) for q in (1, codec.qualities()[-1])]

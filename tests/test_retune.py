@@ -53,3 +53,26 @@ def test_bad_moves_are_refused():
         retune_ladder.retune(net, [(3, "mid")])   # the top has no upper neighbour
     with pytest.raises(SystemExit):
         retune_ladder.retune(net, [(4, "x2")])
+
+
+def test_extending_below_keeps_the_old_qualities_and_renumbers_them():
+    net = _small_model()
+    x = torch.rand(1, 3, 64, 64)
+    before = [net.estimate(x, qi) for qi in range(3)]
+    wider = retune_ladder.extend_below(net, [0.5, 0.5])
+    assert wider.n_qualities == 5 and wider.config.default_quality == net.config.default_quality + 2
+    assert wider.config.lambdas[:2] == pytest.approx((0.00025, 0.001)) and wider.config.lambdas[2:] == net.config.lambdas
+    assert torch.allclose(wider.log_gain[0], net.log_gain[0] + 2 * math.log(0.5))
+    for qi, old in enumerate(before):
+        new = wider.estimate(x, qi + 2)
+        assert all(torch.equal(a, b) for a, b in zip(old, new))   # same pixels, same bits
+    with torch.no_grad():
+        wider.log_gain.add_(2.0)   # several quantiser steps per value, so the coarser level shows
+    assert wider.estimate(x, 0)[2].item() < wider.estimate(x, 2)[2].item()
+
+
+def test_the_default_quality_travels_with_the_config():
+    d = retune_ladder.extend_below(_small_model(), [0.5]).config.to_dict()
+    assert ModelConfig.from_dict(d).default_quality == 6
+    del d["default_quality"]   # model files from before the field existed
+    assert ModelConfig.from_dict(d).default_quality == 5

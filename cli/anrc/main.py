@@ -388,8 +388,10 @@ def info(inputs, recursive, as_json, qualities, model):
     _check_stdio(plan, ".anr data")
     if qualities:
         from anr_codec import Codec
-        qs = Codec(device="cpu", model=model).qualities()
-        click.echo(json.dumps({"qualities": qs}) if as_json else " ".join(map(str, qs)))
+        codec = Codec(device="cpu", model=model)
+        qs, default = codec.qualities(), codec.default_quality()
+        click.echo(json.dumps({"qualities": qs, "default": default}) if as_json
+                   else f"{' '.join(map(str, qs))} (default {default})")
 
     def work(item):
         data = _read_input(item)

@@ -31,9 +31,10 @@ def test_report_on_a_small_image(tmp_path, capsys):
     capacity.main([str(path), "--size", "48x32", "--steps", "2"])
     out = capsys.readouterr().out
     assert "(48x32)" in out
-    assert len(re.findall(r" of (?:128|192)\b", out)) >= 7   # one row per quality (latent channels)
+    rows = re.findall(r"^ +(\d+) .* of (?:128|192)$", out, re.M)   # one row per quality (latent channels)
+    assert len(rows) >= 7 and rows == [str(q) for q in range(1, len(rows) + 1)]
     assert "latent fit" in out and "token fit" in out
-    assert "attention (quality 7): home" in out
+    assert f"attention (quality {len(rows)}): home" in out   # the fits default to the highest
 
 
 def test_attention_profile_accounts_for_all_the_weight():

@@ -59,11 +59,12 @@ def test_zero_steps_is_the_plain_encoder(codec, photo):
 
 
 def test_tiled_refinement_is_deterministic_and_decodes(codec, photo, monkeypatch):
-    """Tiles of 2 latent positions (6 x 8 = 48 tiles here) exercise margins and image edges."""
-    whole = codec.encode(photo[:90, :125], refine=4)
+    """Tiles of 2 latent positions (6 x 8 = 48 tiles here) exercise margins and image edges.
+    12 steps, as above: 4 no longer beat plain encoding at a low quality (0.1 % worse)."""
+    whole = codec.encode(photo[:90, :125], refine=12)
     monkeypatch.setattr(refine, "REFINE_TILE", 2)
-    tiled = codec.encode(photo[:90, :125], refine=4)
-    assert tiled == codec.encode(photo[:90, :125], refine=4)
+    tiled = codec.encode(photo[:90, :125], refine=12)
+    assert tiled == codec.encode(photo[:90, :125], refine=12)
     assert tiled != whole  # the tiles really were used
     assert codec.decode(tiled).size == (125, 90)
     plain = codec.encode(photo[:90, :125])

@@ -93,7 +93,7 @@ def extend_below(net: AnrModel, factors: list[float]) -> AnrModel:
             state[key] = torch.cat([value[:1].repeat(n, 1), value])
         elif prefix is not None:
             # Per-quality prior modules: the new levels start as copies of quality 1's.
-            for i in ([*range(n), n] if index == 0 else [index + n]):
+            for i in (range(n + 1) if index == 0 else [index + n]):
                 state[f"{prefix}.{i}.{rest}"] = value.clone()
         else:
             state[key] = value

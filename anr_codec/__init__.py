@@ -12,11 +12,10 @@ from pathlib import Path
 from .codec import DEFAULT_MAX_PIXELS, Codec
 from .container import Header
 from .errors import AnrError
-from .model import DEFAULT_QUALITY
 
 __version__ = "0.1.0"
-__all__ = ["AnrError", "Codec", "Header", "decode", "encode", "info", "qualities", "register_pillow",
-           "DEFAULT_QUALITY", "DEFAULT_MAX_PIXELS", "__version__"]
+__all__ = ["AnrError", "Codec", "Header", "decode", "default_quality", "encode", "info", "qualities",
+           "register_pillow", "DEFAULT_MAX_PIXELS", "__version__"]
 
 _default: Codec | None = None
 
@@ -29,7 +28,8 @@ def _codec() -> Codec:
 
 
 def encode(image, quality: int | None = None, refine: int = 0) -> bytes:
-    """Encode an image (PIL image, path, or HxWx3 uint8 array) to the bytes of a .anr file.
+    """Encode an image (PIL image, path, or HxWx3 uint8 array) to the bytes of a .anr file,
+    at `quality` or, when None, at the model's default (`default_quality()`).
 
     `refine` > 0 spends that many gradient steps improving the latent for this image
     (much slower encoding, better quality per bit; decoding is unchanged)."""
@@ -49,6 +49,11 @@ def info(data) -> Header:
 def qualities() -> list[int]:
     """The available quality levels; 1 gives the smallest files."""
     return _codec().qualities()
+
+
+def default_quality() -> int:
+    """The quality `encode` uses when none is given; the model names it."""
+    return _codec().default_quality()
 
 
 def register_pillow(codec: Codec | None = None) -> None:

@@ -85,7 +85,7 @@ class Codec:
 
     def default_quality(self) -> int:
         """The quality `encode` uses when none is given: the model's own choice."""
-        return self.model.net.config.default_quality
+        return self.model.default_quality
 
     @staticmethod
     def _check_refine(steps) -> int:

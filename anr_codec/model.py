@@ -28,8 +28,9 @@ from .hyperprior import HyperPrior, factorized_train
 from .tokens import ConvTokenNetwork, TokenNetwork
 
 DEFAULT_LAMBDAS = (0.0018, 0.0035, 0.0067, 0.013, 0.025, 0.05, 0.1)
-# Models that name no default quality (every one before the ladder grew below quality 1).
-DEFAULT_QUALITY = 5
+# The default of model files that name none (every one before the ladder grew below quality
+# 1). Not the shipped model's default: that is `anr_codec.default_quality()`.
+LEGACY_DEFAULT_QUALITY = 5
 
 # anr-v1's design: the defaults' differences. (`--config v1` in training.)
 V1_DESIGN = {"latent_channels": 128, "stem": "light", "synthesis": "shuffle", "prior": "factorized",
@@ -67,7 +68,7 @@ class ModelConfig:
     lambdas: tuple = field(default_factory=lambda: DEFAULT_LAMBDAS)
     # A ladder extended below its quality 1 renumbers every level; the default follows the
     # operating point, not the number (scripts/retune_ladder.py --extend-below).
-    default_quality: int = DEFAULT_QUALITY
+    default_quality: int = LEGACY_DEFAULT_QUALITY
 
     def to_dict(self) -> dict:
         d = asdict(self)

@@ -58,6 +58,11 @@ class LoadedModel:
     def qualities(self) -> list[int]:
         return list(range(1, self.net.n_qualities + 1))
 
+    @property
+    def default_quality(self) -> int:
+        """The quality encoding uses when none is given: the model's own choice."""
+        return self.net.config.default_quality
+
     def coder(self, quality: int) -> SymbolCoder | ContextCoder | HyperCoder:
         """The model decides how its symbols are coded: with context tables when it has
         them, with a hyperprior when it is a hyperprior model."""

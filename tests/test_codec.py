@@ -54,6 +54,7 @@ def test_without_a_quality_the_model_picks_its_default(codec):
     plain = Codec(device="cpu")
     plain._model = codec.model   # the same loaded model, no second load
     default = codec.model.net.config.default_quality
+    assert codec.model.default_quality == default
     assert plain.default_quality() == default and default in plain.qualities()
     assert anr_codec.info(plain.encode(smooth_image(32, 32))).quality == default
 
@@ -135,6 +136,9 @@ def test_module_api(tmp_path):
     p.write_bytes(data)
     assert anr_codec.decode(p, scale=2).size == (40, 40)
     assert anr_codec.info(p).width == 20
+    # The shipped model names its default (not the legacy fallback of files that name none).
+    assert anr_codec.default_quality() in anr_codec.qualities()
+    assert anr_codec.info(data).quality == anr_codec.default_quality()
     assert issubclass(AnrError, ValueError)
 
 

@@ -7,6 +7,7 @@
 # OUT=DIR writes elsewhere than benchmarks/results.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+python benchmarks/check_checkout.py
 SHARED=${1:-../shared}
 OUT=${OUT:-benchmarks/results}
 MODEL_ARGS=()
@@ -16,11 +17,11 @@ mkdir -p "$OUT"
 # the per-image seconds in these results come from a shared 2-core machine.
 (
   for set in Set5 Set14; do
-    anrc eval-sr "$SHARED/data/sr/$set" --scale 2,3,4 "${MODEL_ARGS[@]}" --json "$OUT/sr-$set.json" -f > "$OUT/sr-$set.txt"
+    python -m anrc eval-sr "$SHARED/data/sr/$set" --scale 2,3,4 "${MODEL_ARGS[@]}" --json "$OUT/sr-$set.json" -f > "$OUT/sr-$set.txt"
   done
 ) &
 sr=$!
-anrc eval "$SHARED/data/kodak" "${MODEL_ARGS[@]}" --progress --baselines jpeg,webp,jpeg2000,avif \
+python -m anrc eval "$SHARED/data/kodak" "${MODEL_ARGS[@]}" --progress --baselines jpeg,webp,jpeg2000,avif \
   --reference "$SHARED/anchors/kodak_compressai_published.tsv" \
   --json "$OUT/kodak.json" --plot "$OUT/kodak.png" -f | tee "$OUT/kodak.txt"
 wait "$sr"

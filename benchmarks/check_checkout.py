@@ -1,4 +1,4 @@
-"""Fails unless `python` imports anr_codec and anrc from the checkout this script lives in.
+"""Fails unless `python` imports anr_codec, its weights and anrc from this script's checkout.
 
 The benchmark scripts write numbers into this checkout's results, so they must measure its
 code and weights, not those of another checkout (or a deleted clone) that pip's editable
@@ -12,7 +12,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def main() -> int:
-    for name in ("anr_codec", "anrc"):
+    # anr_codec.pretrained is listed apart: with anr_codec on sys.path from one checkout,
+    # the editable install still maps the shipped weights to the checkout it points at.
+    for name in ("anr_codec", "anr_codec.pretrained", "anrc"):
         try:
             module = importlib.import_module(name)
         except ImportError as e:

@@ -29,6 +29,7 @@ sys.path.insert(0, str(ROOT))
 from anr_codec import Codec  # noqa: E402
 from anr_codec.container import parse  # noqa: E402
 from anr_codec.images import open_image, to_planes  # noqa: E402
+import check_checkout  # noqa: E402  (beside this script)
 
 DEFAULT_IMAGE = ROOT / "anr_codec/samples/kodim23.png"
 
@@ -117,6 +118,8 @@ def main():
     ap.add_argument("--json", type=Path)
     ap.add_argument("--model", help="model name or .pt file (default: the shipped default)")
     a = ap.parse_args()
+    if check_checkout.main():
+        sys.exit(1)
     img = open_image(a.image)
     rgb = to_planes(img)[0]
     q = a.quality or Codec(device="cpu", model=a.model).qualities()[-1] // 2 + 1

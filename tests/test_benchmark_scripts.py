@@ -35,3 +35,8 @@ def test_benchmark_scripts_run_the_check_and_this_python():
         assert "python benchmarks/check_checkout.py" in lines, name
         # A bare `anrc` could be another environment's entry point than `python`'s.
         assert not [l for l in lines if l.lstrip().startswith("anrc ")], name
+
+
+def test_speed_benchmark_runs_the_check_before_measuring():
+    text = (ROOT / "benchmarks" / "speed.py").read_text()
+    assert "if check_checkout.main():" in text

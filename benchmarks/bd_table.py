@@ -35,6 +35,8 @@ def main(anchor_path: str, test_path: str) -> None:
 
 
 if __name__ == "__main__":
+    import check_checkout  # beside this script: measure this checkout, no other
+    check_checkout.require()
     if len(sys.argv) != 3:
         raise SystemExit(__doc__)
     main(*sys.argv[1:])

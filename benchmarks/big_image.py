@@ -95,4 +95,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    import check_checkout  # beside this script: measure this checkout, no other
+    check_checkout.require()
     sys.exit(main())

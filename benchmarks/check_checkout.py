@@ -2,7 +2,8 @@
 
 The benchmark scripts write numbers into this checkout's results, so they must measure its
 code and weights, not those of another checkout (or a deleted clone) that pip's editable
-install happens to point at. Run from the benchmark scripts before any measurement.
+install happens to point at. kodak.sh and kodak_refine.sh run it first; every Python
+script beside it calls `require()` before it parses its arguments.
 """
 import importlib
 import sys
@@ -28,6 +29,12 @@ def main() -> int:
               f"run `pip install --no-deps -e .` in {ROOT} first", file=sys.stderr)
         return 1
     return 0
+
+
+def require() -> None:
+    """Exits with status 1 (after main's message) unless main's check passes."""
+    if main():
+        sys.exit(1)
 
 
 if __name__ == "__main__":

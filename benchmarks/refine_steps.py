@@ -76,4 +76,6 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
+    import check_checkout  # beside this script: measure this checkout, no other
+    check_checkout.require()
     main()

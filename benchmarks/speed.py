@@ -118,8 +118,7 @@ def main():
     ap.add_argument("--json", type=Path)
     ap.add_argument("--model", help="model name or .pt file (default: the shipped default)")
     a = ap.parse_args()
-    if check_checkout.main():
-        sys.exit(1)
+    check_checkout.require()
     img = open_image(a.image)
     rgb = to_planes(img)[0]
     q = a.quality or Codec(device="cpu", model=a.model).qualities()[-1] // 2 + 1

@@ -37,6 +37,22 @@ def test_benchmark_scripts_run_the_check_and_this_python():
         assert not [l for l in lines if l.lstrip().startswith("anrc ")], name
 
 
-def test_speed_benchmark_runs_the_check_before_measuring():
-    text = (ROOT / "benchmarks" / "speed.py").read_text()
-    assert "if check_checkout.main():" in text
+def test_every_python_benchmark_requires_its_checkout():
+    scripts = sorted(p for p in (ROOT / "benchmarks").glob("*.py") if p != CHECK)
+    assert len(scripts) >= 10
+    for script in scripts:
+        assert "check_checkout.require()" in script.read_text(), script.name
+
+
+def test_a_benchmark_copied_out_of_the_checkout_refuses_to_run(tmp_path):
+    bench = tmp_path / "benchmarks"
+    bench.mkdir()
+    for name in ("check_checkout.py", "bd_table.py"):
+        shutil.copy(ROOT / "benchmarks" / name, bench / name)
+    # Arguments that would fail later: the check must stop it before they are read.
+    result = subprocess.run([sys.executable, str(bench / "bd_table.py"), "missing-a.json",
+                             "missing-b.json"], capture_output=True, text=True, cwd=tmp_path,
+                            timeout=120)
+    assert result.returncode == 1
+    assert "not from this checkout" in result.stderr
+    assert "missing-a.json" not in result.stderr

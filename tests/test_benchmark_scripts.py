@@ -8,9 +8,9 @@ ROOT = Path(__file__).resolve().parents[1]
 CHECK = ROOT / "benchmarks" / "check_checkout.py"
 
 
-def run_check(script: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
-                          cwd=script.parents[1], timeout=120)
+def run_check(script: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(script), *args], capture_output=True,
+                          text=True, cwd=script.parents[1], timeout=120)
 
 
 def test_check_passes_in_the_installed_checkout():
@@ -50,9 +50,7 @@ def test_a_benchmark_copied_out_of_the_checkout_refuses_to_run(tmp_path):
     for name in ("check_checkout.py", "bd_table.py"):
         shutil.copy(ROOT / "benchmarks" / name, bench / name)
     # Arguments that would fail later: the check must stop it before they are read.
-    result = subprocess.run([sys.executable, str(bench / "bd_table.py"), "missing-a.json",
-                             "missing-b.json"], capture_output=True, text=True, cwd=tmp_path,
-                            timeout=120)
+    result = run_check(bench / "bd_table.py", "missing-a.json", "missing-b.json")
     assert result.returncode == 1
     assert "not from this checkout" in result.stderr
     assert "missing-a.json" not in result.stderr

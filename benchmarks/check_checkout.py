@@ -3,7 +3,8 @@
 The benchmark scripts write numbers into this checkout's results, so they must measure its
 code and weights, not those of another checkout (or a deleted clone) that pip's editable
 install happens to point at. kodak.sh and kodak_refine.sh run it first; every Python
-script beside it calls `require()` before it measures anything.
+script beside it, and each paper-study script (paper/) that runs anr_codec code, calls
+`require()` before it measures anything.
 """
 import importlib
 import sys

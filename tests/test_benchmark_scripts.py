@@ -44,6 +44,26 @@ def test_every_python_benchmark_requires_its_checkout():
         assert "check_checkout.require()" in script.read_text(), script.name
 
 
+def test_paper_study_scripts_that_use_anr_codec_require_their_checkout():
+    # faces.py is a module only; report.py reads JSON and imports nothing of anr_codec.
+    scripts = [p for p in sorted((ROOT / "benchmarks" / "paper").glob("*.py"))
+               if "anr_codec" in p.read_text() and '__name__ == "__main__"' in p.read_text()]
+    assert [p.name for p in scripts] == ["inr_models.py", "rd_compare.py", "train_inr.py"]
+    for script in scripts:
+        assert "check_checkout.require()" in script.read_text(), script.name
+
+
+def test_a_paper_script_copied_out_of_the_checkout_refuses_to_run(tmp_path):
+    paper = tmp_path / "benchmarks" / "paper"
+    paper.mkdir(parents=True)
+    shutil.copy(CHECK, paper.parent / CHECK.name)
+    for name in ("faces.py", "inr_models.py", "train_inr.py"):
+        shutil.copy(ROOT / "benchmarks" / "paper" / name, paper / name)
+    result = run_check(paper / "train_inr.py", "--steps", "1")
+    assert result.returncode == 1
+    assert "not from this checkout" in result.stderr
+
+
 def test_a_benchmark_copied_out_of_the_checkout_refuses_to_run(tmp_path):
     bench = tmp_path / "benchmarks"
     bench.mkdir()

@@ -32,6 +32,8 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -309,6 +311,9 @@ def check(tolerance: float = 0.10) -> dict:
 
 
 if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    import check_checkout  # benchmarks/: count this checkout's layers, no other
+    check_checkout.require()
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--check", action="store_true", help="print and compare the heads' parameter counts")
     if ap.parse_args().check:

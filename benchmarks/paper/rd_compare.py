@@ -733,4 +733,6 @@ def run(a, device, stop: dict, argv) -> dict | None:
 
 
 if __name__ == "__main__":
+    import check_checkout  # benchmarks/ is on sys.path (above): measure this checkout, no other
+    check_checkout.require()
     main()

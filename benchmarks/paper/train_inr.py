@@ -220,4 +220,7 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    import check_checkout  # benchmarks/: train this checkout's anr_codec layers, no other
+    check_checkout.require()
     main()

@@ -46,11 +46,11 @@ def test_every_python_benchmark_requires_its_checkout():
 
 def test_paper_study_scripts_that_use_anr_codec_require_their_checkout():
     # faces.py is a module only; report.py reads JSON and imports nothing of anr_codec.
-    scripts = [p for p in sorted((ROOT / "benchmarks" / "paper").glob("*.py"))
-               if "anr_codec" in p.read_text() and '__name__ == "__main__"' in p.read_text()]
-    assert [p.name for p in scripts] == ["inr_models.py", "rd_compare.py", "train_inr.py"]
-    for script in scripts:
-        assert "check_checkout.require()" in script.read_text(), script.name
+    texts = {p.name: p.read_text() for p in sorted((ROOT / "benchmarks" / "paper").glob("*.py"))}
+    scripts = [n for n, t in texts.items() if "anr_codec" in t and '__name__ == "__main__"' in t]
+    assert scripts == ["inr_models.py", "rd_compare.py", "train_inr.py"]
+    for name in scripts:
+        assert "check_checkout.require()" in texts[name], name
 
 
 def test_a_paper_script_copied_out_of_the_checkout_refuses_to_run(tmp_path):

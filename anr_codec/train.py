@@ -112,6 +112,10 @@ def parse_args(argv=None):
     p.add_argument("--crop", type=int, default=64)
     p.add_argument("--lr", type=float, default=5e-4)
     p.add_argument("--lr-drops", type=str, default="", help="comma-separated steps where lr drops 10x")
+    p.add_argument("--new-lr", type=float, default=None,
+                   help="lr of the weights --init lacks, such as a block grown by --config (default: "
+                        "--lr); the schedule scales it as it scales --lr. A zero-initialised block "
+                        "barely moves at the small lr that suits trained weights")
     p.add_argument("--anneal-minutes", type=float, default=0,
                    help="with --minutes: run the last this-many minutes at lr/10 (a time budget "
                         "does not know its final step, so the drop is timed)")
@@ -241,10 +245,13 @@ def main(argv=None) -> None:
     model = AnrModel(config)
     step, elapsed = 0, 0.0
     restarted = False  # Adam starts from zero moments on weights that are already trained
+    new_names: list[str] = []  # weights --init lacked: they get --new-lr, now and on resume
     if state is None and args.init:
         missing = model.load_state_dict(init["model"], strict=False)
         if main_proc and (missing.missing_keys or missing.unexpected_keys):
             print(f"init: {missing}", file=sys.stderr)
+        params = dict(model.named_parameters())
+        new_names = sorted(k for k in missing.missing_keys if k in params)
         # Continue the step count (and so the lr schedule) of the weights we start from.
         step, elapsed = int(init.get("step", 0)), float(init.get("elapsed", 0.0))
         restarted = step > 0
@@ -256,8 +263,18 @@ def main(argv=None) -> None:
         model.anr.render_points = torch.compile(model.anr.render_points)
 
     aux_params = [p for n, p in model.named_parameters() if n.endswith("quantiles")]
-    main_params = [p for n, p in model.named_parameters() if not n.endswith("quantiles")]
-    opt = torch.optim.Adam(main_params, lr=args.lr)
+    if state is not None:
+        new_names = list(state.get("new_params", []))  # older checkpoints: one group
+    main_named = [(n, p) for n, p in model.named_parameters() if not n.endswith("quantiles")]
+    main_params = [p for _, p in main_named]
+    groups = [[p for n, p in main_named if n not in new_names]]
+    base_lrs = [args.lr]
+    if new_names:
+        groups.append([p for n, p in main_named if n in new_names])
+        base_lrs.append(args.lr if args.new_lr is None else args.new_lr)
+    elif args.new_lr is not None and main_proc:
+        print("--new-lr ignored: the run has no weights that --init lacked", file=sys.stderr)
+    opt = torch.optim.Adam([{"params": g} for g in groups], lr=args.lr)
     aux_opt = torch.optim.Adam(aux_params, lr=1e-3)
     if state is not None:
         model.load_state_dict(state["model"])
@@ -305,7 +322,8 @@ def main(argv=None) -> None:
         if main_proc:
             save_atomic({"opt": opt.state_dict(), "aux_opt": aux_opt.state_dict()}, opt_path)
             save_atomic({"config": config.to_dict(), "model": model.state_dict(), "step": step,
-                         "elapsed": elapsed, "sampler": sampler.state()}, ckpt_path)
+                         "elapsed": elapsed, "sampler": sampler.state(), "new_params": new_names},
+                        ckpt_path)
 
     of_total = f"/{args.steps}" if args.steps < math.inf else ""
     nq = model.n_qualities
@@ -338,8 +356,8 @@ def main(argv=None) -> None:
             over, late = bool(flags[0]), bool(flags[1])
         if over:
             break
-        for g in opt.param_groups:
-            g["lr"] = lr_at(step, args.lr, drops, step - first_step if restarted else None) * (0.1 if late else 1.0)
+        for g, base in zip(opt.param_groups, base_lrs):
+            g["lr"] = lr_at(step, base, drops, step - first_step if restarted else None) * (0.1 if late else 1.0)
         drawn = pending.result()
         pending = prefetch.submit(draw)
         qi, x, points = step_inputs(drawn, args.crop, device)
@@ -381,6 +399,8 @@ def main(argv=None) -> None:
                    "psnr": [round(a[1] / a[0], 2) if a[0] else None for a in acc["q"]],
                    "bpp": [round(a[2] / a[0], 4) if a[0] else None for a in acc["q"]],
                    "sr_psnr": round(acc["sr"][1] / acc["sr"][0], 2) if acc["sr"][0] else None}
+            if len(base_lrs) > 1:
+                rec["new_lr"] = opt.param_groups[1]["lr"]
             log_f.write(json.dumps(rec) + "\n")
             log_f.flush()
             if not is_tty:

@@ -280,3 +280,27 @@ def test_export_continuing_a_manifest_appends_its_recipe(data_dir, tmp_path):
     assert training["recipe"] == "phase one; phase two"
     assert training["hardware"] == "2-core CPU"
     assert training["steps"] == 1
+
+
+def test_new_lr_moves_the_grown_block_and_survives_a_resume(data_dir, tmp_path):
+    train.main(_args(data_dir, tmp_path, 2, "--config", TINY))
+    start = torch.load(tmp_path / "run" / "last.pt", weights_only=True)["model"]
+    args = _args(data_dir, tmp_path, 3, "--init", str(tmp_path / "run" / "last.pt"),
+                 "--config", "token_res8=1", "--lr", "1e-12", "--new-lr", "1e-2")
+    args[args.index("--out") + 1] = str(tmp_path / "run2")
+    train.main(args)
+    state = torch.load(tmp_path / "run2" / "last.pt", weights_only=True)
+    grown = state["new_params"]
+    assert grown and all(k.startswith("token_net.res8.") for k in grown)
+    # Only the grown block's weights move; the trained ones sit at an lr of ~1e-12 (the
+    # entropy bottleneck's quantiles have their own optimizer).
+    moved_old = max((state["model"][k] - v).abs().max().item()
+                    for k, v in start.items() if v.is_floating_point() and not k.endswith("quantiles"))
+    assert moved_old < 1e-8
+    assert max(state["model"][k].abs().max().item() for k in grown) > 1e-6
+    # A resume rebuilds the two optimizer groups from the checkpoint, without --init.
+    args[args.index("--steps") + 1] = "4"
+    train.main(args)
+    log = [json.loads(line) for line in (tmp_path / "run2" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [3, 4]
+    assert all(r["new_lr"] > 1e6 * r["lr"] for r in log)

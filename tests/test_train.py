@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 
 from anr_codec import train
+from anr_codec.model import AnrModel, ModelConfig
 from conftest import smooth_image
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -297,7 +298,10 @@ def test_new_lr_moves_the_grown_block_and_survives_a_resume(data_dir, tmp_path):
     moved_old = max((state["model"][k] - v).abs().max().item()
                     for k, v in start.items() if v.is_floating_point() and not k.endswith("quantiles"))
     assert moved_old < 1e-8
-    assert max(state["model"][k].abs().max().item() for k in grown) > 1e-6
+    # The block's zero-initialised weights (its output convolution) are what must move.
+    fresh = AnrModel(ModelConfig.from_dict(state["config"])).state_dict()
+    zero_at_start = [k for k in grown if not fresh[k].any()]
+    assert zero_at_start and all(state["model"][k].abs().max().item() > 1e-6 for k in zero_at_start)
     # A resume rebuilds the two optimizer groups from the checkpoint, without --init.
     args[args.index("--steps") + 1] = "4"
     train.main(args)

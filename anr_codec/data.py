@@ -98,6 +98,9 @@ class CropSampler:
     def set_state(self, state: dict) -> None:
         self.rng.bit_generator.state = state
 
+    def reseed(self, seed) -> None:
+        self.rng = np.random.default_rng(seed)
+
 
 def downscale(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Antialiased bicubic downscale (what users do before asking for super-resolution)."""

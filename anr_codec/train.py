@@ -24,6 +24,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
@@ -193,6 +194,40 @@ def use_bf16_autocast(device_type: str, requested: bool, native_bf16=cpu_has_nat
     return requested and native_bf16()
 
 
+def rng_snapshot(sampler_state: dict, device: torch.device) -> dict:
+    """This process's random streams at a step boundary: the crop sampler's (as it was before
+    the prefetched next step was drawn) and torch's (the quantisation noise)."""
+    snap = {"sampler": sampler_state, "torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        snap["cuda"] = torch.cuda.get_rng_state(device)
+    return snap
+
+
+def restore_rng(state: dict, rank: int, world: int, sampler: CropSampler, seed: int,
+                device: torch.device) -> str | None:
+    """Continue this process's random streams from a checkpoint, so that a resumed run draws
+    the crops and noise an uninterrupted one would. Returns a warning where it cannot."""
+    snaps = state.get("rng")
+    if snaps is not None and len(snaps) == world:
+        snap = snaps[rank]
+        sampler.set_state(snap["sampler"])
+        torch.set_rng_state(snap["torch"])
+        if device.type == "cuda" and "cuda" in snap:
+            torch.cuda.set_rng_state(snap["cuda"], device)
+        return None
+    if snaps is None and "sampler" in state and world == 1:  # older checkpoints: crops only
+        sampler.set_state(state["sampler"])
+        return None
+    # Streams saved by another number of processes, or by older multi-process runs (which
+    # kept none), cannot be continued. Restarting from --seed would replay the crops of the
+    # run's first steps, so start fresh streams keyed by the step instead.
+    crops, noise = np.random.SeedSequence([seed, rank, int(state["step"])]).spawn(2)
+    sampler.reseed(crops)
+    torch.manual_seed(int(noise.generate_state(1)[0]))
+    saved = f"{len(snaps)} processes" if snaps is not None else "no per-process streams"
+    return f"the checkpoint holds {saved}, this run {world}: crops and noise start fresh streams"
+
+
 def save_atomic(obj, path: Path) -> None:
     tmp = path.with_suffix(".tmp")
     torch.save(obj, tmp)
@@ -286,8 +321,9 @@ def main(argv=None) -> None:
             if main_proc:
                 print("no optimizer state found: Adam restarts from zero moments", file=sys.stderr)
         step, elapsed = state["step"], state["elapsed"]
-        if "sampler" in state and world == 1:
-            sampler.set_state(state["sampler"])
+        warning = restore_rng(state, rank, world, sampler, args.seed, device)
+        if warning and main_proc:
+            print(warning, file=sys.stderr)
         if main_proc:
             print(f"resumed from {ckpt_path} at step {step}", file=sys.stderr)
 
@@ -318,11 +354,15 @@ def main(argv=None) -> None:
 
     def checkpoint():
         # Weights and optimizer state in two files: each stays small enough to travel.
-        pending.result()  # the drawing thread must not move the generator mid-save
+        before, _ = pending.result()  # the drawing thread must not move the generator mid-save
+        snaps = [rng_snapshot(before, device)]
+        if distributed:  # every rank draws its own crops and noise: keep all their streams
+            snaps = [None] * world
+            dist.all_gather_object(snaps, rng_snapshot(before, device))
         if main_proc:
             save_atomic({"opt": opt.state_dict(), "aux_opt": aux_opt.state_dict()}, opt_path)
             save_atomic({"config": config.to_dict(), "model": model.state_dict(), "step": step,
-                         "elapsed": elapsed, "sampler": sampler.state(), "new_params": new_names},
+                         "elapsed": elapsed, "rng": snaps, "new_params": new_names},
                         ckpt_path)
 
     of_total = f"/{args.steps}" if args.steps < math.inf else ""
@@ -333,13 +373,14 @@ def main(argv=None) -> None:
     is_tty = sys.stderr.isatty()
     # One thread draws the next step's crops while this one computes (on a GPU the crops
     # otherwise take a large part of the step). It owns the sampler's generator, so the
-    # batch sequence stays fixed by the seed; a checkpoint's sampler state is one drawn
-    # step ahead, so a resumed run skips that one step's crops.
+    # batch sequence stays fixed by the seed. Each draw keeps the generator's state from
+    # before it, which the checkpoint saves, so a resumed run redraws the same next step.
     pin = device.type == "cuda"
 
     def draw():
+        before = sampler.state()
         d = draw_step(sampler, args.batch, args.crop, nq, args.sr_fraction, args.sr_points)
-        return (d[0], d[1].pin_memory(), d[2]) if pin else d
+        return before, ((d[0], d[1].pin_memory(), d[2]) if pin else d)
 
     prefetch = ThreadPoolExecutor(max_workers=1)
     pending = prefetch.submit(draw)
@@ -358,7 +399,7 @@ def main(argv=None) -> None:
             break
         for g, base in zip(opt.param_groups, base_lrs):
             g["lr"] = lr_at(step, base, drops, step - first_step if restarted else None) * (0.1 if late else 1.0)
-        drawn = pending.result()
+        _, drawn = pending.result()
         pending = prefetch.submit(draw)
         qi, x, points = step_inputs(drawn, args.crop, device)
         is_sr = points is not None

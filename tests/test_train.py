@@ -308,3 +308,69 @@ def test_new_lr_moves_the_grown_block_and_survives_a_resume(data_dir, tmp_path):
     log = [json.loads(line) for line in (tmp_path / "run2" / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == [3, 4]
     assert all(r["new_lr"] > 1e6 * r["lr"] for r in log)
+
+
+def _weights(run: Path) -> dict:
+    return torch.load(run / "last.pt", weights_only=True)["model"]
+
+
+def _same_weights(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_resumed_run_draws_and_trains_as_an_uninterrupted_one(data_dir, tmp_path):
+    # The crops and the quantisation noise continue where the checkpoint left them, so
+    # stopping and resuming changes nothing (a resume used to skip one step's crops).
+    def run(out, steps):
+        args = _args(data_dir, tmp_path, steps, "--threads", "1", "--config", TINY)
+        args[args.index("--out") + 1] = str(out)
+        train.main(args)
+
+    run(tmp_path / "whole", 4)
+    run(tmp_path / "split", 2)
+    run(tmp_path / "split", 4)
+    assert _same_weights(_weights(tmp_path / "whole"), _weights(tmp_path / "split"))
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="gloo over loopback")
+def test_a_resumed_distributed_run_continues_every_ranks_streams(data_dir, tmp_path):
+    # Each rank draws its own crops; a resume used to restart them all from --seed, so a
+    # resumed torchrun run replayed the crops of its first steps.
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+
+    def run(out, steps):
+        args = _args(data_dir, tmp_path, steps, "--threads", "1", "--config", TINY)
+        args[args.index("--out") + 1] = str(out)
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+               "--master_port", _free_port(), "-m", "anr_codec.train", *args]
+        r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr[-2000:]
+        return r.stderr
+
+    run(tmp_path / "whole", 2)
+    run(tmp_path / "split", 1)
+    snaps = torch.load(tmp_path / "split" / "last.pt", weights_only=True)["rng"]
+    assert len(snaps) == 2 and snaps[0]["sampler"] != snaps[1]["sampler"]
+    assert "start fresh streams" not in run(tmp_path / "split", 2)
+    assert _same_weights(_weights(tmp_path / "whole"), _weights(tmp_path / "split"))
+
+
+def test_streams_that_cannot_be_continued_start_fresh_not_from_the_seed(data_dir, tmp_path):
+    from anr_codec.data import CropSampler
+    train.main(_args(data_dir, tmp_path, 1, "--config", TINY))
+    cpu = torch.device("cpu")
+    fresh = CropSampler(tmp_path / "cache", seed=0).state()
+    old_multi = {"step": 500, "sampler": fresh}  # what multi-process runs used to save
+    picked = []
+    for state, world in [(old_multi, 2), (old_multi, 2), ({"step": 500, "rng": [{}] * 3}, 2),
+                         ({"step": 900, "sampler": fresh}, 2)]:
+        sampler = CropSampler(tmp_path / "cache", seed=0)
+        warning = train.restore_rng(state, 0, world, sampler, 0, cpu)
+        assert warning and "fresh" in warning
+        picked.append(sampler.state())
+    assert fresh not in picked
+    assert picked[0] == picked[1] == picked[2] != picked[3]  # keyed by the step, reproducibly
+    # A single-process checkpoint of the older kind still continues its crops.
+    sampler = CropSampler(tmp_path / "cache", seed=5)
+    assert train.restore_rng({"step": 500, "sampler": fresh}, 0, 1, sampler, 5, cpu) is None
+    assert sampler.state() == fresh

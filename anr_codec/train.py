@@ -355,10 +355,11 @@ def main(argv=None) -> None:
     def checkpoint():
         # Weights and optimizer state in two files: each stays small enough to travel.
         before, _ = pending.result()  # the drawing thread must not move the generator mid-save
-        snaps = [rng_snapshot(before, device)]
+        snap = rng_snapshot(before, device)
+        snaps = [snap]
         if distributed:  # every rank draws its own crops and noise: keep all their streams
             snaps = [None] * world
-            dist.all_gather_object(snaps, rng_snapshot(before, device))
+            dist.all_gather_object(snaps, snap)
         if main_proc:
             save_atomic({"opt": opt.state_dict(), "aux_opt": aux_opt.state_dict()}, opt_path)
             save_atomic({"config": config.to_dict(), "model": model.state_dict(), "step": step,
